@@ -1,0 +1,32 @@
+"""medssl: self-supervised contrastive pretraining and label-efficient fine-tuning for
+medical scans and signals.
+
+The Python API mirrors the `medssl` command:
+
+    >>> import medssl
+    >>> report = medssl.run("my_pipeline.yaml", overrides=["pretrain.epochs=5"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["run", "pretrain", "finetune", "probe", "embed", "validate", "demo", "load_model"]
+
+
+def __getattr__(name: str) -> Any:
+    # Keep `import medssl` cheap: torch, MONAI and Lightning load on first use.
+    if name in ("run", "pretrain", "finetune", "probe", "validate", "load_model"):
+        from medssl.pipelines import api
+
+        return getattr(api, name)
+    if name == "embed":
+        from medssl.pipelines.embed import embed
+
+        return embed
+    if name == "demo":
+        from medssl.pipelines.demo import demo
+
+        return demo
+    raise AttributeError(f"module 'medssl' has no attribute '{name}'")

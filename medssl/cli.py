@@ -1,0 +1,154 @@
+"""The `medssl` command: parses arguments, then calls the pipelines. Nothing imports this."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Self-supervised pretraining and label-efficient fine-tuning for medical data.",
+)
+
+CONFIGS = typer.Argument(
+    help="Pipeline YAML files or preset names (stacked, later wins) followed by key.path=value overrides.",
+)
+OUT = typer.Option("--out", "-o", help="Run folder (rerunning the same folder resumes).")
+
+
+def _split(args: list[str]) -> tuple[list[str], list[str]]:
+    paths = [a for a in args if "=" not in a]
+    overrides = [a for a in args if "=" in a]
+    if not paths:
+        raise typer.BadParameter("give at least one pipeline YAML or preset name")
+    return paths, overrides
+
+
+def _guard(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """Turn errors a user can cause into one message and exit code 1 (no traceback)."""
+    from medssl.platform.errors import MedsslError
+
+    try:
+        return fn(*args, **kwargs)
+    except MedsslError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.secho("interrupted; rerun the same command to resume", err=True)
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def run(args: Annotated[list[str], CONFIGS], out: Annotated[Path | None, OUT] = None) -> None:
+    """Run every stage of a pipeline and write the run folder with its report."""
+    from medssl.pipelines import api
+
+    paths, overrides = _split(args)
+    _guard(api.run, paths, overrides, out)
+
+
+@app.command()
+def pretrain(args: Annotated[list[str], CONFIGS], out: Annotated[Path | None, OUT] = None) -> None:
+    """Only pretrain (the encoder and its card land in <run>/pretrain)."""
+    from medssl.pipelines import api
+
+    paths, overrides = _split(args)
+    _guard(api.pretrain, paths, overrides, out)
+
+
+@app.command()
+def probe(
+    args: Annotated[list[str], CONFIGS],
+    checkpoint: Annotated[Path, typer.Option(help="A pretrained model folder.")],
+    out: Annotated[Path | None, OUT] = None,
+) -> None:
+    """Linear and kNN probes of a pretrained encoder beside random init."""
+    from medssl.pipelines import api
+
+    paths, overrides = _split(args)
+    _guard(api.probe, paths, checkpoint, overrides, out)
+
+
+@app.command()
+def finetune(
+    args: Annotated[list[str], CONFIGS],
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="A pretrained model folder; without it, scratch only.")
+    ] = None,
+    out: Annotated[Path | None, OUT] = None,
+) -> None:
+    """Fine-tune at every label budget beside from-scratch training, then evaluate."""
+    from medssl.pipelines import api
+
+    paths, overrides = _split(args)
+    _guard(api.finetune, paths, checkpoint, overrides, out)
+
+
+@app.command()
+def embed(
+    checkpoint: Annotated[Path, typer.Argument(help="A model folder (model.safetensors + model.json).")],
+    data: Annotated[Path, typer.Argument(help="A folder, manifest or array file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz")] = Path("embeddings.npz"),
+) -> None:
+    """Global feature vectors of every scan, with subject ids, into an .npz file."""
+    from medssl.pipelines.embed import embed as do_embed
+
+    _guard(do_embed, checkpoint, data, out)
+
+
+@app.command()
+def validate(
+    data: Annotated[Path, typer.Argument(help="A folder, manifest (CSV/JSON) or array file.")],
+    modality: Annotated[str, typer.Option(help="Which adapter reads the data.")] = "volume",
+) -> None:
+    """List every problem of a dataset (one line each), exit 1 if any. Writes nothing."""
+    from medssl.pipelines import api
+
+    problems = _guard(api.validate, data, modality)
+    for problem in problems:
+        print(problem)
+    if problems:
+        typer.secho(f"{len(problems)} problem(s) in {data}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    print(f"{data}: no problems found")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, OUT] = Path("runs/demo"),
+    subjects: Annotated[int, typer.Option(help="Synthetic CT phantoms to generate.")] = 10,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.path=value overrides")] = None,
+) -> None:
+    """Generate synthetic CT phantoms, pretrain, fine-tune with 2 labelled phantoms beside
+    scratch, and print the Dice table. No download; a few minutes on a laptop CPU."""
+    from medssl.pipelines.demo import demo as do_demo
+
+    _guard(do_demo, out, subjects=subjects, overrides=overrides or [])
+
+
+@app.command()
+def presets() -> None:
+    """List the shipped pipeline presets."""
+    from medssl.pipelines.presets import PRESET_DIR, preset_names
+
+    for name in preset_names():
+        first = (PRESET_DIR / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ")
+        print(f"{name:<28} {first}")
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("MEDSSL_LOG", "WARNING"), format="%(message)s")
+    # Lightning's banner lines ("GPU available: False ...") are noise for a CLI user.
+    for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""Modality adapters: they read files, preprocess once into a cache, and collate Batches.
+
+Importing this package registers every adapter in `medssl.platform.registry.MODALITIES`.
+"""
+
+from medssl.modalities import volume as volume  # noqa: F401  (registers "volume")

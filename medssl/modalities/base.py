@@ -1,0 +1,95 @@
+"""The Modality protocol every adapter implements, and the records and problems it speaks in."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel
+from torch.utils.data import Dataset
+
+from medssl.platform.batch import Batch, collate_items
+
+Purpose = Literal["pretrain", "classification", "segmentation", "embed", "evaluate"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a dataset, printed as `<path>: <message>`."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass
+class Record:
+    """One item of a dataset as discovered, before anything is read.
+
+    image: a file, a DICOM series folder, or `<file.npz>#<index>` for array collections.
+    mask: a segmentation label map with the image's geometry, if any.
+    label: a class label or regression target, if any.
+    split: "train", "val" or "test" when the manifest says so, else None.
+    """
+
+    subject_id: str
+    image: str
+    label: float | int | None = None
+    mask: str | None = None
+    split: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Modality(ABC):
+    """An adapter: discovers and validates a dataset, preprocesses it once into a
+    memory-mapped cache, and serves items that collate into Batches.
+
+    Subclasses declare `name`, the metadata fields they `provide`, their `default_encoder`,
+    and a pydantic `Preprocessing` model validated from the config's `data.preprocessing`.
+    """
+
+    name: ClassVar[str]
+    provides: ClassVar[frozenset[str]]
+    default_encoder: ClassVar[str]
+    Preprocessing: ClassVar[type[BaseModel]]
+
+    def __init__(self, preprocessing: BaseModel | Mapping[str, Any] | None = None) -> None:
+        if preprocessing is None:
+            preprocessing = self.Preprocessing()
+        elif not isinstance(preprocessing, BaseModel):
+            preprocessing = self.Preprocessing.model_validate(dict(preprocessing))
+        self.preprocessing = preprocessing
+
+    @abstractmethod
+    def scan(self, path: str | Path) -> list[Record]:
+        """List the dataset's records (folder, manifest CSV/JSON, or array file).
+        Raises DataError listing every problem when the dataset cannot be listed."""
+
+    @abstractmethod
+    def validate(self, path: str | Path) -> list[Problem]:
+        """Check every record (readable, geometry, labels, duplicates) and return every
+        problem at once. Writes nothing."""
+
+    @abstractmethod
+    def prepare(self, records: Sequence[Record], cache_dir: str | Path) -> Any:
+        """Run deterministic preprocessing once into `cache_dir` (rebuilt when the
+        preprocessing config changes) and return a handle for `dataset`."""
+
+    @abstractmethod
+    def dataset(
+        self, prepared: Any, indices: Sequence[int], purpose: Purpose, seed: int = 0
+    ) -> Dataset:
+        """A torch Dataset over `indices` of a prepared dataset whose items collate into a
+        Batch with `collate`."""
+
+    def collate(self, items: list[Mapping[str, Any]]) -> Batch:
+        return collate_items(items)
+
+    @abstractmethod
+    def contract(self) -> dict[str, Any]:
+        """The preprocessing contract written into checkpoint cards."""

@@ -1,0 +1,8 @@
+"""CT/MRI volumes: NIfTI, DICOM series, NRRD and npz readers, orientation, spacing and
+intensity preprocessing, a memory-mapped cache, and the "volume" adapter.
+"""
+
+from medssl.modalities.volume.adapter import VolumeModality, VolumePreprocessing
+from medssl.modalities.volume.readers import Volume, read_volume
+
+__all__ = ["Volume", "VolumeModality", "VolumePreprocessing", "read_volume"]

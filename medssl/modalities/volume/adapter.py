@@ -1,0 +1,124 @@
+"""The CT/MRI volume adapter registered as "volume": discovery, validation, the preprocessing
+cache and datasets, behind the `Modality` protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from torch.utils.data import Dataset
+
+from medssl.modalities.base import Modality, Problem, Purpose, Record
+from medssl.modalities.volume.cache import prepare_volumes
+from medssl.modalities.volume.dataset import VolumeDataset
+from medssl.modalities.volume.geometry import check_axis_codes
+from medssl.modalities.volume.manifest import scan_records
+from medssl.modalities.volume.prepared import PreparedVolumes
+from medssl.modalities.volume.validate import validate_dataset
+from medssl.platform.registry import MODALITIES
+
+
+class VolumePreprocessing(BaseModel):
+    """`data.preprocessing` for volumes, applied once before caching (except the crop).
+
+    orientation: axis codes the voxel axes are flipped/permuted to ("RAS", "LPS", ...).
+    spacing: target voxel size in mm (x, y, z); None keeps each scan's own spacing.
+    intensity: "hu_window" (CT: clip to `hu_window`, scale to [0, 1]), "percentile" (clip to
+        the scan's `percentiles`, scale to [0, 1]), "minmax", or "none". 8-bit npz data
+        (MedMNIST) are already windowed and are divided by 255 whatever this says.
+    patch_size: crop size in voxels for training and embedding; None serves whole volumes.
+    foreground_crop_prob: chance that a segmentation crop is centred on a foreground voxel.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    orientation: str = "RAS"
+    spacing: tuple[float, float, float] | None = None
+    intensity: Literal["hu_window", "percentile", "minmax", "none"] = "percentile"
+    hu_window: tuple[float, float] = (-1000.0, 1000.0)
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    patch_size: tuple[int, int, int] | None = None
+    foreground_crop_prob: float = 0.5
+
+    @field_validator("orientation")
+    @classmethod
+    def _orientation(cls, value: str) -> str:
+        return check_axis_codes(value)
+
+    @field_validator("spacing")
+    @classmethod
+    def _spacing(cls, value: tuple[float, float, float] | None) -> Any:
+        if value is not None and min(value) <= 0:
+            raise ValueError(f"spacing must be positive millimetres; got {value}")
+        return value
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patch(cls, value: tuple[int, int, int] | None) -> Any:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"patch_size must be positive voxel counts; got {value}")
+        return value
+
+    @field_validator("foreground_crop_prob")
+    @classmethod
+    def _probability(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"foreground_crop_prob must lie in [0, 1]; got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _windows(self) -> VolumePreprocessing:
+        lo, hi = self.hu_window
+        if lo >= hi:
+            raise ValueError(f"hu_window needs lower < upper; got {self.hu_window}")
+        p_lo, p_hi = self.percentiles
+        if not 0.0 <= p_lo < p_hi <= 100.0:
+            raise ValueError(f"percentiles need 0 <= lower < upper <= 100; got {self.percentiles}")
+        return self
+
+
+@MODALITIES.register("volume")
+class VolumeModality(Modality):
+    """CT and MRI volumes from NIfTI, DICOM series, NRRD and MedMNIST-style npz files.
+
+    Example:
+        >>> m = VolumeModality({"spacing": (1.5, 1.5, 1.5), "intensity": "hu_window"})
+        >>> m.contract()["orientation"]
+        'RAS'
+    """
+
+    name: ClassVar[str] = "volume"
+    provides: ClassVar[frozenset[str]] = frozenset({"subject", "spacing", "label", "mask", "index"})
+    default_encoder: ClassVar[str] = "unet"
+    Preprocessing: ClassVar[type[BaseModel]] = VolumePreprocessing
+
+    preprocessing: VolumePreprocessing
+
+    def scan(self, path: str | Path) -> list[Record]:
+        return scan_records(path)
+
+    def validate(self, path: str | Path) -> list[Problem]:
+        return validate_dataset(path)
+
+    def prepare(self, records: Sequence[Record], cache_dir: str | Path) -> PreparedVolumes:
+        return prepare_volumes(records, cache_dir, self.preprocessing)
+
+    def dataset(
+        self, prepared: Any, indices: Sequence[int], purpose: Purpose, seed: int = 0
+    ) -> Dataset:
+        return VolumeDataset(
+            prepared,
+            indices,
+            purpose,
+            seed=seed,
+            patch_size=self.preprocessing.patch_size,
+            foreground_crop_prob=self.preprocessing.foreground_crop_prob,
+        )
+
+    def contract(self) -> dict[str, Any]:
+        contract = self.preprocessing.model_dump(mode="json")
+        contract["channels"] = ["image"]
+        return contract

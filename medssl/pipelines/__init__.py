@@ -1,0 +1,1 @@
+"""Pipelines: stages chained into runs, downstream tasks and shipped presets."""

@@ -1,0 +1,22 @@
+"""Shipped pipeline YAMLs, one per (modality, method) worth showing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PRESET_DIR = Path(__file__).parent
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def resolve(name_or_path: str) -> Path:
+    """A config path as given, or the shipped preset of that name."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    candidate = PRESET_DIR / f"{path.stem}.yaml"
+    if path.parent == Path(".") and candidate.is_file():
+        return candidate
+    return path

@@ -1,0 +1,174 @@
+"""The report of a run: `report.json` (rows of results), a short `report.md`, and plots
+(pretraining loss curve, label-efficiency curves)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import platform as py_platform
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from medssl.platform.engine.trainer import launch_world
+
+if TYPE_CHECKING:
+    from medssl.pipelines.context import RunContext
+
+#: The metric a label-efficiency curve shows for each stage kind, in order of preference.
+HEADLINE = ("dice_mean", "auroc", "accuracy")
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({py_platform.processor() or py_platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def write_report(ctx: RunContext, *, seconds: float, write: bool = True) -> dict[str, Any]:
+    results = ctx.state.results()
+    report = {
+        "name": ctx.config.name,
+        "dataset": ctx.dataset_name,
+        "method": ctx.method_name,
+        "config_hash": ctx.config.config_hash(),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "device": device_name(),
+        "seconds": round(seconds, 1),
+        "subjects": {"train": len(ctx.train), "holdout": len(ctx.holdout)},
+        "results": results,
+    }
+    if write and launch_world()[0] == 0:
+        plots = ctx.run_dir / "plots"
+        plots.mkdir(exist_ok=True)
+        made = []
+        if plot_loss_curve(ctx.run_dir / "pretrain" / "logs" / "metrics.csv", plots / "loss.png"):
+            made.append("plots/loss.png")
+        made += plot_label_efficiency(results, plots)
+        report["plots"] = made
+        (ctx.run_dir / "report.json").write_text(json.dumps(report, indent=1))
+        (ctx.run_dir / "report.md").write_text(markdown(report))
+        print(results_table(results), flush=True)
+    return report
+
+
+def pivot(results: list[dict[str, Any]]) -> tuple[list[str], dict[tuple[str, str, str], dict[str, Any]]]:
+    """Rows keyed by (stage, budget, metric) with one column per init."""
+    inits: list[str] = []
+    table: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(dict)
+    for r in results:
+        if r["init"] not in inits:
+            inits.append(r["init"])
+        table[(r["stage"], str(r["label_budget"]), r["metric"])][r["init"]] = r["value"]
+    return inits, table
+
+
+def results_table(results: list[dict[str, Any]]) -> str:
+    """A fixed-width table: stage, budget, metric, then one column per initialisation."""
+    if not results:
+        return "(no results)"
+    inits, table = pivot(results)
+    head = f"{'stage':<14} {'labels':>7} {'metric':<18}" + "".join(f"{i:>12}" for i in inits)
+    lines = [head, "-" * len(head)]
+    for (stage, budget, metric), values in table.items():
+        cells = "".join(
+            f"{'-' if values.get(i) is None else format(values[i], '.4f'):>12}" for i in inits
+        )
+        lines.append(f"{stage:<14} {budget:>7} {metric:<18}{cells}")
+    return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    results = report["results"]
+    inits, table = pivot(results)
+    lines = [
+        f"# {report['name']}",
+        "",
+        f"Dataset `{report['dataset']}`, method `{report['method']}`, "
+        f"{report['subjects']['train']} training / {report['subjects']['holdout']} held-out scans "
+        f"(split by subject). Device: {report['device']}. Wall time {report['seconds']} s. "
+        f"Config hash `{report['config_hash']}`.",
+        "",
+    ]
+    if results:
+        lines += [
+            "| stage | labels | metric | " + " | ".join(inits) + " |",
+            "|---|---|---|" + "---|" * len(inits),
+        ]
+        for (stage, budget, metric), values in table.items():
+            cells = [
+                "-" if values.get(i) is None else f"{values[i]:.4f}" for i in inits
+            ]
+            lines.append(f"| {stage} | {budget} | {metric} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for plot in report.get("plots", []):
+        lines.append(f"![{Path(plot).stem}]({plot})")
+    return "\n".join(lines) + "\n"
+
+
+def plot_loss_curve(metrics_csv: Path, target: Path) -> bool:
+    if not metrics_csv.is_file():
+        return False
+    steps, losses = [], []
+    with metrics_csv.open() as f:
+        for row in csv.DictReader(f):
+            if row.get("loss"):
+                steps.append(int(row["step"]))
+                losses.append(float(row["loss"]))
+    if not steps:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(steps, losses, lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("pretraining loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(target, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _budget_value(label: str) -> float:
+    return float(label[:-1]) / 100 if label.endswith("%") else float(label)
+
+
+def plot_label_efficiency(results: list[dict[str, Any]], folder: Path) -> list[str]:
+    """One plot per stage: the headline metric against the label budget, one line per init."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    for stage in sorted({r["stage"] for r in results}):
+        rows = [r for r in results if r["stage"] == stage and r["value"] is not None]
+        metric = next((m for m in HEADLINE if any(r["metric"] == m for r in rows)), None)
+        if metric is None:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for init in dict.fromkeys(r["init"] for r in rows):
+            pts = sorted(
+                (_budget_value(r["label_budget"]), r["value"])
+                for r in rows
+                if r["init"] == init and r["metric"] == metric
+            )
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=init)
+        ax.set_xlabel("label budget (subjects, or fraction)")
+        ax.set_ylabel(metric)
+        ax.set_title(stage)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        name = f"label_efficiency_{stage.replace('/', '_')}.png"
+        fig.savefig(folder / name, dpi=120)
+        plt.close(fig)
+        made.append(f"plots/{name}")
+    return made

@@ -1,0 +1,105 @@
+"""Runs a pipeline: one self-describing run folder, stages in order, resume after a kill."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medssl.modalities.base import Problem
+from medssl.pipelines import stages
+from medssl.pipelines.context import (
+    RunContext,
+    RunState,
+    atomic_write_text,
+    build_modality,
+    check_compatibility,
+)
+from medssl.pipelines.report import write_report
+from medssl.pipelines.splits import split_holdout
+from medssl.platform.config import PipelineConfig, load_config
+from medssl.platform.engine.trainer import launch_world
+from medssl.platform.errors import ConfigError, DataError
+
+log = logging.getLogger("medssl")
+
+STAGE_FUNCTIONS = {
+    "pretrain": stages.pretrain,
+    "probe": stages.probe,
+    "finetune": stages.finetune,
+    "evaluate": stages.evaluate,
+}
+
+
+def default_run_dir(config: PipelineConfig) -> Path:
+    """`runs/<name>-<config hash>`: the same config reruns (and resumes) in the same folder."""
+    return Path("runs") / f"{config.name}-{config.config_hash()}"
+
+
+def validate_data(config: PipelineConfig) -> list[Problem]:
+    """Every problem of the configured dataset, without writing anything."""
+    if not config.data.path:
+        raise ConfigError("data.path: no dataset given; set data.path=FOLDER_OR_MANIFEST")
+    return build_modality(config).validate(config.data.path)
+
+
+def refuse_problems(path: str, problems: Sequence[Problem]) -> None:
+    if problems:
+        listing = "\n".join(str(p) for p in problems)
+        raise DataError(
+            f"{path}: {len(problems)} problem(s) found; fix them (or remove the files from the "
+            f"manifest) and run again:\n{listing}",
+            [str(p) for p in problems],
+        )
+
+
+def prepare_context(config: PipelineConfig, run_dir: Path) -> RunContext:
+    check_compatibility(config)
+    refuse_problems(str(config.data.path), validate_data(config))
+    modality = build_modality(config)
+    assert config.data.path is not None
+    records = modality.scan(config.data.path)
+    cache = Path(config.data.cache_dir) if config.data.cache_dir else run_dir.parent / ".cache"
+    prepared = modality.prepare(records, cache)
+    train, holdout = split_holdout(records, config.data.holdout_fraction, config.seed)
+    state = RunState.open(run_dir, config.config_hash())
+    return RunContext(config, run_dir, modality, records, prepared, train, holdout, state)
+
+
+def run_config(config: PipelineConfig, out: str | Path | None = None) -> dict[str, Any]:
+    """Run every stage of `config` in the run folder `out` and return the report."""
+    run_dir = Path(out) if out is not None else default_run_dir(config)
+    rank, _ = launch_world()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    started = time.perf_counter()
+    ctx = prepare_context(config, run_dir)
+    print(
+        f"medssl run '{config.name}' -> {run_dir}  ({len(ctx.train)} training scans, "
+        f"{len(ctx.holdout)} held out by subject)",
+        flush=True,
+    )
+    for stage in config.stages:
+        if stage in STAGE_FUNCTIONS:
+            print(f"== {stage} ==", flush=True)
+            STAGE_FUNCTIONS[stage](ctx)
+        elif stage == "reduce":
+            raise ConfigError(
+                "stages: 'reduce' has no strategy for this modality yet; remove it from stages"
+            )
+    report = write_report(ctx, seconds=time.perf_counter() - started, write="report" in config.stages)
+    return report
+
+
+def run(
+    paths: Sequence[str | Path] | str | Path,
+    overrides: Iterable[str] = (),
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Load, stack and override pipeline YAMLs, then run them. Returns the report dict."""
+    return run_config(load_config(paths, overrides), out)

@@ -1,0 +1,25 @@
+"""Batched, on-device view generation with per-sample keyed randomness.
+
+Views are a function of (seed, epoch, dataset index, view), never of batch layout or rank.
+"""
+
+from __future__ import annotations
+
+from medssl.platform.augment.config import AugmentConfig
+from medssl.platform.augment.keyed import keyed_normal, keyed_range, keyed_uniform, sample_keys
+from medssl.platform.augment.spatial import ViewGeometry, affine_from_box, sample_geometry, warp
+from medssl.platform.augment.views import ViewGenerator, Views
+
+__all__ = [
+    "AugmentConfig",
+    "ViewGenerator",
+    "ViewGeometry",
+    "affine_from_box",
+    "Views",
+    "keyed_normal",
+    "keyed_range",
+    "keyed_uniform",
+    "sample_geometry",
+    "sample_keys",
+    "warp",
+]

@@ -1,0 +1,550 @@
+"""Checkpoints without pickle: model weights as safetensors + a JSON model card that later stages
+check their input against, and Lightning resume state as safetensors + a JSON skeleton."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import numbers
+import os
+import sys
+import tempfile
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.plugins.io import CheckpointIO
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from medssl.platform.errors import CheckpointError
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "model.json"
+RESUME_FORMAT = "medssl-resume/1"
+_FORMAT_KEY, _SKELETON_KEY, _SAVE_ID_KEY = "medssl.format", "medssl.skeleton", "medssl.save_id"
+_DTYPE_NAMES = (
+    "float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8",
+    "bool", "uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e5m2", "complex64",
+)  # fmt: skip
+_SAFE_DTYPES = frozenset(getattr(torch, n) for n in _DTYPE_NAMES if hasattr(torch, n))
+PathLike = str | os.PathLike[str]
+
+
+class ArchitectureCard(BaseModel):
+    """How to rebuild the network: an `ENCODERS` name, its input geometry and its options
+    (`encoders.architecture_of(encoder)` writes it, `encoder_from_architecture` reads it)."""
+
+    model_config = ConfigDict(extra="allow")
+    encoder: str
+    spatial_dims: int | None = None
+    in_channels: int | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelCard(BaseModel):
+    """What travels with the weights (`model.json`), so that using a model needs nothing else.
+
+    `preprocessing` is the input contract later stages check with `require_contract`: keys as
+    in `data.preprocessing` (spacing, orientation, intensity window, normalisation, sampling
+    rate, channel order, ...). Methods add their own fields (extra keys are kept).
+    """
+
+    model_config = ConfigDict(extra="allow")
+    format_version: int = FORMAT_VERSION
+    architecture: ArchitectureCard
+    method: dict[str, Any] = Field(default_factory=dict)
+    preprocessing: dict[str, Any] = Field(default_factory=dict)
+    label_map: dict[int, str] | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    config_hash: str | None = None
+    created: str | None = None
+    save_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _architecture_from_encoder(cls, data: Any) -> Any:
+        # Cards may describe the network as {"encoder": {"name", "spatial_dims",
+        # "in_channels", "kwargs"}}; both spellings give the same `architecture`.
+        encoder = data.get("encoder") if isinstance(data, dict) else None
+        if isinstance(encoder, Mapping) and "name" in encoder and "architecture" not in data:
+            keys = ("spatial_dims", "in_channels", "kwargs")
+            described = {k: encoder[k] for k in keys if k in encoder}
+            return {**data, "architecture": {"encoder": encoder["name"], **described}}
+        return data
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "torch": torch.__version__}
+    for dist in ("medssl", "monai", "safetensors", "lightning"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            found = getattr(sys.modules.get(dist), "__version__", None)
+            versions[dist] = str(found) if found else "unknown"
+    return versions
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write a hidden temporary file beside `path`, then rename it over `path`: a reader (or a
+    resumed run after SIGKILL) sees the old file or the new one, never a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a checkpoint is shared like any output
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # persist the rename itself; not possible on every platform
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _safetensors_ready(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses views, shared storage (tied weights) and non-contiguous tensors:
+    give each such tensor its own contiguous copy."""
+    ready: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in tensors.items():
+        t = tensor.detach().cpu()
+        ptr = t.untyped_storage().data_ptr()
+        whole = t.untyped_storage().nbytes() == t.numel() * t.element_size()
+        if not t.is_contiguous() or not whole or (ptr != 0 and ptr in seen):
+            t = t.contiguous().clone()
+        seen.add(t.untyped_storage().data_ptr())
+        ready[name] = t
+    return ready
+
+
+def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        raise CheckpointError(
+            f"{what} {path} is corrupt or truncated ({err}); re-run the stage that wrote it "
+            "or copy the file again"
+        ) from err
+    return tensors, metadata
+
+
+def save_model(
+    folder: PathLike, state_dict: Mapping[str, torch.Tensor], card: Mapping[str, Any] | ModelCard
+) -> None:
+    """Write `folder/model.safetensors` and `folder/model.json`, each atomically.
+
+    The card is validated first (nothing is written if it is invalid); `versions`, `created`
+    and `save_id` are filled here.
+    """
+    folder = Path(folder)
+    raw = card.model_dump() if isinstance(card, ModelCard) else dict(card)
+    try:
+        model_card = ModelCard.model_validate(raw)
+    except ValidationError as err:
+        raise CheckpointError(f"model card for {folder} is invalid: {_first_problem(err)}") from err
+    model_card = model_card.model_copy(
+        update={
+            "versions": {**model_card.versions, **_library_versions()},
+            "created": model_card.created or datetime.now(UTC).isoformat(timespec="seconds"),
+            "save_id": uuid.uuid4().hex,
+        }
+    )
+    try:
+        text = json.dumps(model_card.model_dump(mode="json"), indent=2, allow_nan=False) + "\n"
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"model card for {folder} is not plain JSON ({err})") from err
+    bad = [k for k, v in state_dict.items() if not (isinstance(k, str) and torch.is_tensor(v))]
+    if bad:
+        raise CheckpointError(
+            f"state_dict for {folder} maps {bad[:3]} to non-tensors; pass module.state_dict()"
+        )
+    tensors = _safetensors_ready(state_dict)
+    meta = {"format": "pt", _SAVE_ID_KEY: str(model_card.save_id)}
+    _atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    _atomic_write(folder / CARD_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def load_model(folder: PathLike) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    """Read the weights and card `save_model` wrote (safetensors + JSON only, no pickle)."""
+    folder = Path(folder)
+    if folder.is_file() and folder.name in (WEIGHTS_FILE, CARD_FILE):
+        folder = folder.parent
+    weights, card_path = folder / WEIGHTS_FILE, folder / CARD_FILE
+    for required in (weights, card_path):
+        if not required.is_file():
+            raise CheckpointError(
+                f"checkpoint file {required} is missing; point at a model folder written by "
+                f"medssl (it holds {WEIGHTS_FILE} and {CARD_FILE}), e.g. a run's pretrain/model"
+            )
+    try:
+        raw = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(
+            f"model card {card_path} is not readable JSON ({err}); restore it or re-save the model"
+        ) from err
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"model card {card_path} must hold a JSON object; re-save the model")
+    version = raw.get("format_version", FORMAT_VERSION)
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"model card {card_path} has format_version {version}, newer than this medssl "
+            f"reads ({FORMAT_VERSION}); upgrade medssl"
+        )
+    try:
+        model_card = ModelCard.model_validate(raw)
+    except ValidationError as err:
+        raise CheckpointError(
+            f"model card {card_path} is invalid: {_first_problem(err)}; fix it or re-save the model"
+        ) from err
+    tensors, metadata = _read_safetensors(weights, "weights file")
+    saved_id = metadata.get(_SAVE_ID_KEY)
+    if saved_id and model_card.save_id and saved_id != model_card.save_id:
+        raise CheckpointError(
+            f"{card_path} and {weights} come from different saves (an interrupted save?); "
+            "re-save the model or restore both files together"
+        )
+    return tensors, model_card
+
+
+def _first_problem(err: ValidationError) -> str:
+    first = err.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc']) or 'card'}: {first['msg']}"
+
+
+# --- the preprocessing contract -------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(_plain(value))
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _as_override(value: Any) -> str:
+    return value if isinstance(value, str) else _show(value).replace(", ", ",").replace(": ", ":")
+
+
+def _same(expected: Any, actual: Any, rel_tol: float, abs_tol: float) -> bool:
+    if isinstance(expected, bool | np.bool_) or isinstance(actual, bool | np.bool_):
+        return type(_plain(expected)) is type(_plain(actual)) and expected == actual
+    if isinstance(expected, numbers.Real) and isinstance(actual, numbers.Real):
+        a, b = float(expected), float(actual)
+        return (math.isnan(a) and math.isnan(b)) or math.isclose(
+            a, b, rel_tol=rel_tol, abs_tol=abs_tol
+        )
+    if isinstance(expected, Mapping) and isinstance(actual, Mapping):
+        return set(expected) == set(actual) and all(
+            _same(expected[k], actual[k], rel_tol, abs_tol) for k in expected
+        )
+    if isinstance(expected, list | tuple) and isinstance(actual, list | tuple):
+        return len(expected) == len(actual) and all(
+            _same(e, a, rel_tol, abs_tol) for e, a in zip(expected, actual, strict=True)
+        )
+    return bool(expected == actual)
+
+
+def check_contract(
+    card_contract: Mapping[str, Any],
+    current: Mapping[str, Any],
+    *,
+    source: str,
+    config_key: str = "data.preprocessing",
+    rel_tol: float = 1e-5,
+    abs_tol: float = 1e-8,
+) -> list[str]:
+    """One sentence per setting of the card's contract the current preprocessing breaks.
+
+    Numbers compare with a tolerance (`rel_tol`, `abs_tol`); keys the card does not record
+    are not checked. `config_key` is where the user sets these values, for the fix.
+    """
+    problems = []
+    for key, expected in card_contract.items():
+        fix = f"set {config_key}.{key}={_as_override(expected)}"
+        if key not in current:
+            problems.append(
+                f"checkpoint {source} was pretrained with {key} {_show(expected)} but the data "
+                f"does not set {key}; {fix} so the input matches what the encoder learned from"
+            )
+        elif not _same(expected, current[key], rel_tol, abs_tol):
+            problems.append(
+                f"checkpoint {source} was pretrained with {key} {_show(expected)} but the data "
+                f"is prepared with {_show(current[key])}; {fix} or use a checkpoint pretrained "
+                f"with {key} {_show(current[key])}"
+            )
+    return problems
+
+
+def require_contract(
+    card_contract: Mapping[str, Any],
+    current: Mapping[str, Any],
+    *,
+    source: str,
+    config_key: str = "data.preprocessing",
+) -> None:
+    """Raise CheckpointError listing every difference `check_contract` finds."""
+    problems = check_contract(card_contract, current, source=source, config_key=config_key)
+    if len(problems) == 1:
+        raise CheckpointError(problems[0])
+    if problems:
+        listed = "\n".join(f"- {p}" for p in problems)
+        raise CheckpointError(
+            f"{len(problems)} preprocessing settings differ from checkpoint {source}:\n{listed}"
+        )
+
+
+# --- resume state: a pickle-free Lightning checkpoint --------------------------------------
+
+_ALLOWED = "dict, list, tuple, None, bool, int, float, str, bytes, tensors and numpy arrays/scalars"
+
+
+class _TreeWriter:
+    """Splits a nested state into tensors and a JSON skeleton that keeps every type.
+
+    Python dicts become {"$dict": [[key, value], ...]} (so int and tuple keys survive),
+    tuples {"$tuple": [...]}, tensors {"$tensor": name}; lists and JSON scalars stay as they
+    are, so every JSON object in the skeleton is one of these tags.
+    """
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self._names: dict[int, str] = {}  # one tensor referenced twice is stored once
+        self._open: set[int] = set()
+
+    def encode(self, obj: Any, path: str) -> Any:
+        kind = type(obj)
+        if obj is None or kind in (bool, int, str):
+            return obj
+        if kind is float:
+            return obj if math.isfinite(obj) else {"$float": repr(obj)}
+        if kind in (list, tuple, dict, OrderedDict):
+            return self._container(obj, path)
+        if kind in (torch.Tensor, torch.nn.Parameter):
+            return self._tensor(obj, path)
+        if kind is np.ndarray:
+            return self._ndarray(obj, path)
+        if isinstance(obj, np.generic) and not obj.dtype.hasobject and obj.dtype.kind != "V":
+            return {"$npscalar": obj.dtype.str, "hex": obj.tobytes().hex()}
+        if kind is bytes:
+            return {"$bytes": obj.hex()}
+        raise CheckpointError(
+            f"cannot save a {kind.__module__}.{kind.__qualname__} at checkpoint{path or '[root]'}: "
+            f"resume state may hold only {_ALLOWED}; convert it in on_save_checkpoint or keep "
+            "it out of save_hyperparameters"
+        )
+
+    def _container(self, obj: Any, path: str) -> Any:
+        if id(obj) in self._open:
+            raise CheckpointError(f"checkpoint{path} contains itself; resume state must be a tree")
+        self._open.add(id(obj))
+        try:
+            if type(obj) is list:
+                return [self.encode(v, f"{path}[{i}]") for i, v in enumerate(obj)]
+            if type(obj) is tuple:
+                return {"$tuple": [self.encode(v, f"{path}[{i}]") for i, v in enumerate(obj)]}
+            tag = "$dict" if type(obj) is dict else "$odict"
+            return {
+                tag: [
+                    [self._key(k, path), self.encode(v, f"{path}[{k!r}]")] for k, v in obj.items()
+                ]
+            }
+        finally:
+            self._open.discard(id(obj))
+
+    def _key(self, key: Any, path: str) -> Any:
+        if isinstance(key, torch.Tensor | np.ndarray):
+            raise CheckpointError(
+                f"checkpoint{path} has a tensor as a dict key; use str or int keys"
+            )
+        return self.encode(key, f"{path}[key {key!r}]")
+
+    def _tensor(self, t: torch.Tensor, path: str) -> dict[str, Any]:
+        if t.layout != torch.strided or t.dtype not in _SAFE_DTYPES or t.device.type == "meta":
+            raise CheckpointError(
+                f"cannot save the {t.dtype} {t.layout} tensor on {t.device} at checkpoint{path}: "
+                "resume state holds dense tensors of plain dtypes; convert it in on_save_checkpoint"
+            )
+        name = self._names.get(id(t))
+        if name is None:
+            name = self._names[id(t)] = f"t{len(self.tensors)}"
+            self.tensors[name] = t.detach()
+        spec: dict[str, Any] = {"$tensor": name}
+        if t.device.type != "cpu":
+            spec["device"] = str(t.device)
+        if type(t) is torch.nn.Parameter:
+            spec["parameter"] = True
+        if t.requires_grad:
+            spec["requires_grad"] = True
+        return spec
+
+    def _ndarray(self, a: np.ndarray, path: str) -> dict[str, Any]:
+        if a.dtype.hasobject or a.dtype.kind == "V":
+            raise CheckpointError(
+                f"cannot save the numpy array of dtype {a.dtype} at checkpoint{path}: only plain "
+                "numeric, bool, string and datetime dtypes are supported"
+            )
+        raw = np.frombuffer(np.ascontiguousarray(a).tobytes(), dtype=np.uint8).copy()
+        name = f"t{len(self.tensors)}"
+        self.tensors[name] = torch.from_numpy(raw)
+        return {"$ndarray": name, "dtype": a.dtype.str, "shape": list(a.shape)}
+
+
+class _TreeReader:
+    """Rebuilds what `_TreeWriter` split, placing tensors according to `map_location`."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], map_location: Any) -> None:
+        self.tensors = tensors
+        self.map_location = map_location
+        self._built: dict[str, torch.Tensor] = {}
+
+    def decode(self, node: Any) -> Any:
+        if node is None or isinstance(node, bool | int | float | str):
+            return node
+        if isinstance(node, list):
+            return [self.decode(v) for v in node]
+        tag = next(iter(node))
+        body = node[tag]
+        if tag == "$tuple":
+            return tuple(self.decode(v) for v in body)
+        if tag in ("$dict", "$odict"):
+            items = ((self.decode(k), self.decode(v)) for k, v in body)
+            return dict(items) if tag == "$dict" else OrderedDict(items)
+        if tag == "$float":
+            return float(body)
+        if tag == "$tensor":
+            return self._tensor(node)
+        if tag == "$ndarray":
+            raw = self.tensors[body].numpy().tobytes()
+            return np.frombuffer(raw, dtype=np.dtype(node["dtype"])).reshape(node["shape"]).copy()
+        if tag == "$npscalar":
+            return np.frombuffer(bytes.fromhex(node["hex"]), dtype=np.dtype(body))[0]
+        if tag == "$bytes":
+            return bytes.fromhex(body)
+        raise ValueError(f"unknown tag {tag!r}")
+
+    def _tensor(self, node: dict[str, Any]) -> torch.Tensor:
+        name = node["$tensor"]
+        if name not in self._built:
+            t = _place(self.tensors[name], node.get("device", "cpu"), self.map_location)
+            if node.get("parameter"):
+                t = torch.nn.Parameter(t, requires_grad=bool(node.get("requires_grad")))
+            elif node.get("requires_grad"):
+                t.requires_grad_(True)
+            self._built[name] = t
+        return self._built[name]
+
+
+def _place(t: torch.Tensor, saved_on: str, map_location: Any) -> torch.Tensor:
+    """None keeps tensors on the CPU (Lightning moves state itself); a device or a
+    {saved device: device} dict moves them; a callable gets (tensor, saved device)."""
+    if map_location is None:
+        return t
+    if isinstance(map_location, dict):
+        target = map_location.get(saved_on)
+        return t.to(target) if target is not None else t
+    if callable(map_location):
+        moved = map_location(t, saved_on)
+        return moved if isinstance(moved, torch.Tensor) else t
+    return t.to(map_location)
+
+
+def _local_path(path: PathLike) -> Path:
+    text = os.fspath(path)
+    if "://" in text:
+        raise CheckpointError(
+            f"checkpoint path {text} is remote; medssl checkpoints are local files"
+        )
+    return Path(text)
+
+
+def save_resume_state(state: Mapping[str, Any], path: PathLike) -> None:
+    """Write `state` (e.g. Lightning's checkpoint dict) to one safetensors file at `path`:
+    tensors as tensors, the rest as a JSON skeleton in the file's metadata; atomically."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"resume state must be a dict, got {type(state).__name__}")
+    writer = _TreeWriter()
+    skeleton = json.dumps(writer.encode(state, ""), separators=(",", ":"), allow_nan=False)
+    tensors = _safetensors_ready(writer.tensors)
+    meta = {"format": "pt", _FORMAT_KEY: RESUME_FORMAT, _SKELETON_KEY: skeleton}
+    _atomic_write(_local_path(path), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def load_resume_state(path: PathLike, map_location: Any = None) -> dict[str, Any]:
+    """Rebuild the exact dict `save_resume_state` wrote; never unpickles anything."""
+    file = _local_path(path)
+    if not file.is_file():
+        raise CheckpointError(
+            f"resume checkpoint {file} does not exist; pass the path of a .ckpt file that "
+            "SafeCheckpointIO wrote, or start without ckpt_path"
+        )
+    tensors, metadata = _read_safetensors(file, "resume checkpoint")
+    if metadata.get(_FORMAT_KEY) != RESUME_FORMAT or _SKELETON_KEY not in metadata:
+        raise CheckpointError(
+            f"{file} is not a medssl resume checkpoint (format {metadata.get(_FORMAT_KEY)!r}, "
+            f"expected {RESUME_FORMAT!r}); resume only from files written by SafeCheckpointIO"
+        )
+    try:
+        state = _TreeReader(tensors, map_location).decode(json.loads(metadata[_SKELETON_KEY]))
+    except (ValueError, KeyError, TypeError, StopIteration, AttributeError) as err:
+        raise CheckpointError(
+            f"resume checkpoint {file} has a damaged skeleton ({err!r}); resume from an "
+            "earlier checkpoint"
+        ) from err
+    return state
+
+
+class SafeCheckpointIO(CheckpointIO):
+    """Lightning checkpoint IO without pickle: `Trainer(plugins=[SafeCheckpointIO()])`.
+
+    Every `.ckpt` is a safetensors file whose metadata holds a JSON skeleton of the rest of
+    Lightning's checkpoint dict (loops, optimiser and scheduler state with their int keys
+    and tuples, callbacks, RNG states), written atomically; loading never calls torch.load.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: PathLike, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(
+                f"{type(self).__name__} takes no storage_options, got {storage_options!r}"
+            )
+        save_resume_state(checkpoint, path)
+
+    def load_checkpoint(
+        self, path: PathLike, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        # weights_only is moot: nothing here can execute code while loading.
+        return load_resume_state(path, map_location)
+
+    def remove_checkpoint(self, path: PathLike) -> None:
+        _local_path(path).unlink(missing_ok=True)

@@ -1,0 +1,292 @@
+"""The pipeline YAML schema: load several files, stack them, apply `key.path=value`
+overrides, validate with errors that name the key path, and dump the resolved config."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medssl.platform.errors import ConfigError
+
+STAGES = ("reduce", "pretrain", "probe", "finetune", "evaluate", "report")
+Stage = Literal["reduce", "pretrain", "probe", "finetune", "evaluate", "report"]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    """Where the data is and how the modality prepares it."""
+
+    modality: str = "volume"
+    path: str | None = Field(None, description="folder, manifest (.csv/.json) or array file")
+    name: str | None = Field(None, description="dataset name in reports; default: path stem")
+    preprocessing: dict[str, Any] = Field(default_factory=dict)
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    cache_dir: str | None = None
+    num_workers: int = Field(0, ge=0)
+    num_classes: int | None = Field(None, ge=2)
+
+    def dataset_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.path:
+            p = Path(self.path)
+            return p.name.split(".")[0] if p.suffix else p.name
+        return "dataset"
+
+
+class EncoderConfig(Section):
+    name: str | None = Field(None, description="default: the modality's default encoder")
+    spatial_dims: Literal[2, 3] = 3
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(Section):
+    epochs: int = Field(10, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+
+
+class ReduceConfig(Section):
+    strategy: str = "every_nth"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class PretrainConfig(OptimConfig):
+    method: dict[str, Any] = Field(default_factory=lambda: {"name": "simclr"})
+    checkpoint_every_n_steps: int = Field(25, ge=1)
+    from_checkpoint: str | None = Field(
+        None, description="a model folder to probe/fine-tune instead of pretraining here"
+    )
+
+    @field_validator("method")
+    @classmethod
+    def _has_name(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "name" not in value:
+            raise ValueError("needs a 'name' (e.g. name: simclr)")
+        return value
+
+
+#: A label budget: a whole number counts labelled subjects (`4`), a float in (0, 1] is a
+#: share of them (`0.1`; `1.0` is all of them).
+Budget = int | float
+
+
+def _check_budgets(budgets: list[Budget]) -> list[Budget]:
+    for b in budgets:
+        if (isinstance(b, int) and b < 1) or (isinstance(b, float) and not 0 < b <= 1):
+            raise ValueError(
+                f"label budget {b!r} is neither a whole number of labelled subjects (>= 1) "
+                "nor a fraction in (0, 1] such as 0.1"
+            )
+    if not budgets:
+        raise ValueError("needs at least one label budget")
+    return budgets
+
+
+class FinetuneConfig(OptimConfig):
+    task: Literal["segmentation", "classification"] = "segmentation"
+    label_budgets: list[Budget] = Field(default_factory=lambda: [1.0])
+    inits: list[Literal["pretrained", "scratch"]] = Field(
+        default_factory=lambda: ["pretrained", "scratch"]
+    )
+    roi_size: list[int] | None = Field(None, description="sliding window; default patch_size")
+    batch_size: int = Field(2, ge=1)
+    epochs: int = Field(20, ge=1)
+    checkpoint_every_n_steps: int = Field(50, ge=1)
+
+    _budgets = field_validator("label_budgets")(_check_budgets)
+
+
+class ProbeConfig(Section):
+    kinds: list[Literal["linear", "knn"]] = Field(default_factory=lambda: ["linear", "knn"])
+    label_budgets: list[Budget] = Field(default_factory=lambda: [1.0])
+    inits: list[Literal["pretrained", "random"]] = Field(
+        default_factory=lambda: ["pretrained", "random"]
+    )
+    batch_size: int = Field(16, ge=1)
+    knn_k: int = Field(20, ge=1)
+
+    _budgets = field_validator("label_budgets")(_check_budgets)
+
+
+class TrainerConfig(Section):
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    precision: str = Field("auto", description="auto: bf16-mixed on GPU, 32-true on CPU")
+    log_every_n_steps: int = Field(5, ge=1)
+    progress_bar: bool = True
+
+
+class PipelineConfig(Section):
+    """The whole pipeline. Every section has defaults; `data.path` is needed to run."""
+
+    name: str = "pipeline"
+    seed: int = 0
+    stages: list[Stage] = Field(default_factory=lambda: ["pretrain", "probe", "report"])
+    data: DataConfig = Field(default_factory=DataConfig)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    reduce: ReduceConfig = Field(default_factory=ReduceConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @field_validator("stages")
+    @classmethod
+    def _ordered(cls, stages: list[str]) -> list[str]:
+        if len(set(stages)) != len(stages):
+            raise ValueError(f"lists a stage twice: {stages}")
+        order = [STAGES.index(s) for s in stages]
+        if order != sorted(order):
+            raise ValueError(f"must follow the order {list(STAGES)}; got {stages}")
+        return stages
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge `top` over `base`: mappings merge key by key, anything else is replaced."""
+    out = copy.deepcopy(dict(base))
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found; check the path")
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}: not valid YAML{where}; fix the syntax") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+    return loaded
+
+
+def apply_override(raw: dict[str, Any], override: str) -> dict[str, Any]:
+    """Apply one `key.path=value` override; the value is parsed as YAML (`[1, 2]`, `0.1`)."""
+    if "=" not in override:
+        raise ConfigError(f"override '{override}' must look like key.path=value")
+    key, _, text = override.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override '{override}' has an empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    out = copy.deepcopy(raw)
+    node = out
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"override '{override}': {'.'.join(parts[: i + 1])} is a value, not a section"
+            )
+        node = child
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    paths: Sequence[str | Path] | str | Path | None = None,
+    overrides: Iterable[str] = (),
+    base: Mapping[str, Any] | None = None,
+) -> PipelineConfig:
+    """Stack YAML files (later ones win), apply overrides, and validate."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    raw: dict[str, Any] = dict(base or {})
+    for path in paths or []:
+        raw = deep_merge(raw, read_yaml(path))
+    for override in overrides:
+        raw = apply_override(raw, override)
+    return validate_config(raw)
+
+
+def validate_config(raw: Mapping[str, Any]) -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, PipelineConfig)) from None
+
+
+def validate_section(model: type[BaseModel], value: Any, key_path: str) -> BaseModel:
+    """Validate a section owned by a component (a method's or a modality's settings)."""
+    try:
+        return model.model_validate(value if value is not None else {})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, model, prefix=key_path)) from None
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            break
+        current = field.annotation
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(current.model_fields)
+    return None
+
+
+def format_validation_error(
+    exc: ValidationError, model: type[BaseModel], prefix: str = ""
+) -> str:
+    """One line per problem: `key.path: problem (got VALUE)`, listing allowed keys."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc)
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1])
+            hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"{path}: unknown key{hint}")
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if isinstance(got, (dict, BaseModel)) else f" (got {got!r})"
+        lines.append(f"{path or '<top>'}: {msg}{shown}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def dump_config(config: PipelineConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

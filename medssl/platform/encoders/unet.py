@@ -1,0 +1,116 @@
+"""The UNet encoder: MONAI BasicUNet's five levels give the global vector and its up-path the
+dense map, so one network serves global pretraining, local (dense) pretraining and segmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.networks.nets import BasicUNet
+
+from medssl.platform.encoders.monai_common import (
+    LayerSpec,
+    MonaiEncoder,
+    jsonable,
+    layer_spec,
+    positive_ints,
+)
+from medssl.platform.registry import ENCODERS
+
+_UPSAMPLE_MODES = ("deconv", "pixelshuffle", "nontrainable")
+
+
+@ENCODERS.register("unet")
+class UNetEncoder(MonaiEncoder):
+    """UNet (Ronneberger et al., MICCAI 2015) in MONAI's BasicUNet layout (Falk et al., Nature
+    Methods 2019), split into its encoder and decoder halves.
+
+    Encoder: a two-convolution block, then four levels of 2x max-pooling + two convolutions.
+    The bottleneck's spatial mean is the global vector: g = mean_s x4[:, :, s], so
+    feature_dim = features[4]. Decoder: four up-sample + skip-concatenate + two-convolution
+    blocks back to input resolution, dense_dim = features[5]. Every spatial side must be
+    divisible by 16. The 1x1 output convolution of BasicUNet is left out: a task adds its own.
+
+    Args:
+        spatial_dims: 2 (slices) or 3 (volumes).
+        in_channels: input channels.
+        features: six widths: the five encoder levels, then the last decoder level.
+        act: activation, a MONAI name or [name, {args}].
+        norm: normalisation, a MONAI name or [name, {args}].
+        bias: whether convolutions have a bias.
+        dropout: dropout probability inside the convolution blocks.
+        upsample: "deconv", "pixelshuffle" or "nontrainable".
+
+    Example:
+        >>> enc = UNetEncoder(spatial_dims=2, in_channels=1)
+        >>> out = enc(torch.zeros(2, 1, 32, 32), dense=True)
+        >>> out.global_features.shape, out.dense.shape
+        (torch.Size([2, 256]), torch.Size([2, 32, 32, 32]))
+    """
+
+    name = "unet"
+    has_decoder = True
+    encoder_prefixes = ("net.conv_0.", "net.down_1.", "net.down_2.", "net.down_3.", "net.down_4.")
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        features: Sequence[int] = (16, 32, 64, 128, 256, 32),
+        act: LayerSpec = ("LeakyReLU", {"negative_slope": 0.1, "inplace": True}),
+        norm: LayerSpec = ("instance", {"affine": True}),
+        bias: bool = True,
+        dropout: float = 0.0,
+        upsample: str = "deconv",
+    ) -> None:
+        super().__init__(spatial_dims, in_channels)
+        widths = positive_ints(features, "features", length=6)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if upsample not in _UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {_UPSAMPLE_MODES}, got {upsample!r}")
+        self.net = BasicUNet(
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            out_channels=1,
+            features=widths,
+            act=layer_spec(act, "act"),
+            norm=layer_spec(norm, "norm"),
+            bias=bias,
+            dropout=dropout,
+            upsample=upsample,
+        )
+        # The output convolution belongs to the task head; keeping it would leave unused
+        # parameters (DDP complains) and a meaningless 1-channel map.
+        del self.net.final_conv
+        self.input_multiple = 16
+        self.size_reason = "four 2x max-poolings"
+        self.feature_dim = widths[4]
+        self.dense_dim = widths[5]
+        self.init_kwargs: dict[str, Any] = jsonable(
+            {
+                "features": widths,
+                "act": act,
+                "norm": norm,
+                "bias": bias,
+                "dropout": dropout,
+                "upsample": upsample,
+            }
+        )
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        net = self.net
+        levels = [net.conv_0(x)]
+        for down in (net.down_1, net.down_2, net.down_3, net.down_4):
+            levels.append(down(levels[-1]))
+        return levels[-1], levels[:-1]
+
+    def decode(self, deepest: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        net = self.net
+        x = deepest
+        for up, skip in zip(
+            (net.upcat_4, net.upcat_3, net.upcat_2, net.upcat_1), reversed(skips), strict=True
+        ):
+            x = up(x, skip)
+        return x

@@ -1,0 +1,1 @@
+"""The training engine: Lightning modules, the trainer factory, callbacks and DDP helpers."""

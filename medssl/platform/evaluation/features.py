@@ -1,0 +1,74 @@
+"""Frozen-feature extraction for the probes: run an encoder over a data loader without
+gradients and gather its global vectors with the labels and subjects that came with them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (or buffer); CPU for an empty module."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _global_features(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if hasattr(encoder, "global_features"):
+        return encoder.global_features(x)
+    return encoder(x)
+
+
+def extract_features(
+    encoder: nn.Module, dataloader: Iterable[Mapping[str, torch.Tensor]]
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Global features of every sample: (features (N, D) float32, labels (N,) or None,
+    subjects (N,) or None).
+
+    The encoder runs in eval mode under `torch.no_grad` on its own device, and its previous
+    train/eval mode is restored afterwards. Labels and subjects are returned when every batch
+    carries the `label` / `subject` field, else None.
+    """
+    device = module_device(encoder)
+    was_training = encoder.training
+    encoder.eval()
+    features: list[np.ndarray] = []
+    labels: list[np.ndarray] | None = []
+    subjects: list[np.ndarray] | None = []
+    try:
+        with torch.no_grad():
+            for batch in dataloader:
+                x = torch.as_tensor(batch["x"]).to(device, non_blocking=True)
+                out = _global_features(encoder, x).float()
+                if out.ndim != 2 or out.shape[0] != x.shape[0]:
+                    raise ValueError(
+                        f"global features must be (batch, dim), got {tuple(out.shape)} "
+                        f"for input {tuple(x.shape)}"
+                    )
+                features.append(out.cpu().numpy())
+                labels = _gather(labels, batch, "label")
+                subjects = _gather(subjects, batch, "subject")
+    finally:
+        encoder.train(was_training)
+    if not features:
+        raise ValueError("the data loader yielded no batches; there is nothing to embed")
+    return (
+        np.concatenate(features).astype(np.float32, copy=False),
+        np.concatenate(labels) if labels is not None else None,
+        np.concatenate(subjects) if subjects is not None else None,
+    )
+
+
+def _gather(
+    collected: list[np.ndarray] | None, batch: Mapping[str, torch.Tensor], key: str
+) -> list[np.ndarray] | None:
+    if collected is None or key not in batch:
+        return None
+    collected.append(torch.as_tensor(batch[key]).detach().cpu().numpy())
+    return collected
