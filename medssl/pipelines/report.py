@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from medssl.pipelines.context import RunContext
 
 #: The metric a label-efficiency curve shows for each stage kind, in order of preference.
-HEADLINE = ("dice_mean", "auroc", "accuracy")
+HEADLINE = ("mean_dice", "auroc", "accuracy")
 
 
 def device_name() -> str:

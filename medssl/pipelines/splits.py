@@ -84,13 +84,19 @@ def label_subset(
         by_label: dict[object, list[str]] = defaultdict(list)
         for s in subjects:
             by_label[_class_of(records[groups[s][0]])].append(s)
-        chosen: list[str] = []
         classes = sorted(by_label, key=str)
-        share = {c: len(by_label[c]) / n_total for c in classes}
+        quota = {c: min(len(by_label[c]), len(by_label[c]) / n_total * n_wanted) for c in classes}
+        take = {c: min(len(by_label[c]), max(1, int(quota[c]))) for c in classes}
+        # Largest remainders first, so the subjects add up to the budget as written.
+        for c in sorted(classes, key=lambda c: (int(quota[c]) - quota[c], str(c))):
+            if sum(take.values()) >= n_wanted:
+                break
+            if take[c] < len(by_label[c]):
+                take[c] += 1
+        chosen: list[str] = []
         for c in classes:
             pool = by_label[c]
-            k = min(len(pool), max(1, int(round(share[c] * n_wanted))))
-            chosen += [pool[j] for j in rng.permutation(len(pool))[:k]]
+            chosen += [pool[j] for j in rng.permutation(len(pool))[: take[c]]]
     else:
         chosen = [subjects[j] for j in rng.permutation(n_total)[:n_wanted]]
     return sorted(i for s in chosen for i in groups[s])

@@ -128,7 +128,9 @@ class TrainerConfig(Section):
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"
-    precision: str = Field("auto", description="auto: bf16-mixed on GPU, 32-true on CPU")
+    precision: Literal[
+        "auto", "64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"
+    ] = Field("auto", description="auto: bf16-mixed on GPU, 32-true on CPU")
     log_every_n_steps: int = Field(5, ge=1)
     progress_bar: bool = True
 
@@ -231,7 +233,9 @@ def load_config(
     """Stack YAML files (later ones win), apply overrides, and validate."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    raw: dict[str, Any] = dict(base or {})
+    # Start from the schema's defaults so that an override inside a default section
+    # (pretrain.method.temperature=0.2) keeps the rest of it (the method's name).
+    raw: dict[str, Any] = deep_merge(PipelineConfig().to_dict(), dict(base or {}))
     for path in paths or []:
         raw = deep_merge(raw, read_yaml(path))
     for override in overrides:

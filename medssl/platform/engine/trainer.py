@@ -89,7 +89,8 @@ def build_trainer(
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
         devices, num_nodes = local, world // local
         if strategy == "auto":
-            strategy = "ddp"
+            # Global methods leave the decoder unused and classification leaves it too.
+            strategy = "ddp_find_unused_parameters_true"
     elif devices == "auto":
         devices = 1
     callbacks: list[Callback] = list(extra_callbacks or [])

@@ -1,0 +1,86 @@
+"""Smoke runs of the benchmark scripts: each runs with --quick in a fresh process and writes
+a JSON result with the fields docs/benchmarks.md reads. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(script: str, out: Path) -> dict[str, Any]:
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), "--quick", "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return json.loads(out.read_text())
+
+
+def _check_environment(result: dict[str, Any]) -> None:
+    env = result["environment"]
+    for key in ("date", "cpu", "cpu_cores", "torch_threads", "cuda_available"):
+        assert key in env, key
+    assert {"torch", "monai", "medssl", "python"} <= set(env["versions"])
+    assert result["parameters"]["quick"] is True
+
+
+def _check_timing(timing: dict[str, Any], rate_key: str, count: int) -> None:
+    assert timing["median_s"] > 0 and len(timing["times_s"]) >= 1
+    assert timing["median_s"] == sorted(timing["times_s"])[len(timing["times_s"]) // 2]
+    assert timing[rate_key] == pytest.approx(count / timing["median_s"])
+
+
+@pytest.mark.slow
+def test_volume_loading_quick(tmp_path: Path) -> None:
+    result = _run("volume_loading.py", tmp_path / "volume.json")
+    _check_environment(result)
+    assert result["benchmark"] == "volume_loading"
+    case = result["cases"]["phantoms"]
+    n = case["n_volumes"]
+    assert n == result["parameters"]["n_subjects"]
+    for impl in ("medssl", "monai"):
+        _check_timing(case[impl], "volumes_per_s", n)
+        second = case["second_run"][impl]
+        assert second["process_median_s"] >= second["build_median_s"] > 0
+    assert case["first_pass_ratio_medssl_over_monai"] == pytest.approx(
+        case["medssl"]["volumes_per_s"] / case["monai"]["volumes_per_s"]
+    )
+    footprint = case["footprint"]
+    assert footprint["medssl_disk_bytes"] > 0 and footprint["monai_ram_bytes"] > 0
+    # Both caches hold the same volumes resampled alike: at most a voxel apart per axis.
+    assert case["agreement"]["max_shape_difference_voxels"] <= 1
+    assert case["agreement"]["max_mean_intensity_difference"] < 0.05
+    epochs = case["epochs"]["workers_0"]
+    for impl in ("medssl", "monai"):
+        _check_timing(epochs[impl], "volumes_per_s", n)
+
+
+@pytest.mark.slow
+def test_augmentation_quick(tmp_path: Path) -> None:
+    result = _run("augmentation.py", tmp_path / "augment.json")
+    _check_environment(result)
+    assert result["benchmark"] == "augmentation"
+    runs = result["runs"]
+    assert {run["noise"] for run in runs} == {True, False}
+    for run in runs:
+        assert run["device"] == "cpu" or run["device"].startswith("cuda")
+        for impl in ("medssl", "monai"):
+            _check_timing(run[impl], "samples_per_s", run["batch"])
+        assert run["ratio_medssl_over_monai"] == pytest.approx(
+            run["medssl"]["samples_per_s"] / run["monai"]["samples_per_s"]
+        )
