@@ -12,7 +12,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,24 +94,35 @@ def time_once(fn: Callable[[], Any], device: torch.device) -> float:
 
 
 def measure(
-    fn: Callable[[], Any],
+    fns: Mapping[str, Callable[[], Any]],
     device: torch.device,
     warmup: int = 1,
     repeats: int = 5,
-) -> dict[str, Any]:
-    """Call `fn` `warmup` times untimed, then `repeats` times timed; the median and all times.
+) -> dict[str, dict[str, Any]]:
+    """Time each named callable: `warmup` untimed rounds, then `repeats` timed rounds.
 
-    On CUDA the peak memory allocated during the timed calls is recorded too.
+    Rounds interleave the callables (a, b, a, b, ...) so that a load that comes and goes on a
+    shared machine falls on all of them alike. Per name: the median, all times and, on CUDA,
+    the peak memory allocated during its own calls.
     """
     for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        _synchronise(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    times = [time_once(fn, device) for _ in range(repeats)]
-    out: dict[str, Any] = {"median_s": statistics.median(times), "times_s": times}
-    if device.type == "cuda":
-        out["max_memory_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    peaks = dict.fromkeys(fns, 0)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                _synchronise(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            times[name].append(time_once(fn, device))
+            if device.type == "cuda":
+                peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated(device))
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in times.items():
+        out[name] = {"median_s": statistics.median(values), "times_s": values}
+        if device.type == "cuda":
+            out[name]["max_memory_allocated_bytes"] = peaks[name]
     return out
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medssl.modalities.base import Problem
 from medssl.pipelines import presets
-from medssl.pipelines.context import build_modality
-from medssl.pipelines.runner import run_config
-from medssl.platform.checkpoint import load_model as _load_model
 from medssl.platform.config import PipelineConfig, load_config
+from medssl.platform.errors import ConfigError
+
+if TYPE_CHECKING:
+    from medssl.modalities.base import Problem
+
+# The training code (Lightning, stages) is imported inside the verbs that train, so that
+# `medssl validate` starts quickly.
 
 
 def _config(
@@ -34,11 +37,15 @@ def run(
         >>> report = medssl.run("adrenal3d-simclr", ["data.path=adrenal.npz"])  # doctest: +SKIP
         >>> [r for r in report["results"] if r["metric"] == "auroc"]  # doctest: +SKIP
     """
+    from medssl.pipelines.runner import run_config
+
     return run_config(_config(paths, overrides), out)
 
 
 def pretrain(paths: Any, overrides: Iterable[str] = (), out: str | Path | None = None) -> dict[str, Any]:
     """Only the pretraining stage (and its report)."""
+    from medssl.pipelines.runner import run_config
+
     return run_config(_config(paths, overrides, ["stages=[pretrain, report]"]), out)
 
 
@@ -46,6 +53,8 @@ def probe(
     paths: Any, checkpoint: str | Path, overrides: Iterable[str] = (), out: str | Path | None = None
 ) -> dict[str, Any]:
     """Linear / kNN probes of a pretrained model folder against random init."""
+    from medssl.pipelines.runner import run_config
+
     extra = ["stages=[probe, report]", f"pretrain.from_checkpoint={checkpoint}"]
     return run_config(_config(paths, overrides, extra), out)
 
@@ -62,17 +71,27 @@ def finetune(
         extra.append(f"pretrain.from_checkpoint={checkpoint}")
     else:
         extra.append("finetune.inits=[scratch]")
+    from medssl.pipelines.runner import run_config
+
     return run_config(_config(paths, overrides, extra), out)
 
 
 def validate(path: str | Path, modality: str = "volume", preprocessing: dict[str, Any] | None = None) -> list[Problem]:
     """Every problem of a dataset (folder, manifest or array file); writes nothing."""
+    import medssl.modalities  # noqa: F401  (registers the adapters)
+    from medssl.platform.registry import MODALITIES
+
     config = PipelineConfig.model_validate(
         {"data": {"path": str(path), "modality": modality, "preprocessing": preprocessing or {}}}
     )
-    return build_modality(config).validate(str(path))
+    if modality not in MODALITIES:
+        raise ConfigError(f"--modality: unknown modality '{modality}'; available: {MODALITIES.names()}")
+    cls = MODALITIES.get(modality)
+    return cls(config.data.preprocessing).validate(str(path))
 
 
 def load_model(folder: str | Path) -> tuple[dict[str, Any], Any]:
     """(state dict, model card) of a model folder; reads safetensors + JSON only."""
-    return _load_model(folder)
+    from medssl.platform.checkpoint import load_model as read_model
+
+    return read_model(folder)

@@ -45,7 +45,8 @@ def write_report(ctx: RunContext, *, seconds: float, write: bool = True) -> dict
         plots = ctx.run_dir / "plots"
         plots.mkdir(exist_ok=True)
         made = []
-        if plot_loss_curve(ctx.run_dir / "pretrain" / "logs" / "metrics.csv", plots / "loss.png"):
+        logs = sorted((ctx.run_dir / "pretrain" / "logs").glob("attempt*/metrics.csv"))
+        if plot_loss_curve(logs, plots / "loss.png"):
             made.append("plots/loss.png")
         made += plot_label_efficiency(results, plots)
         report["plots"] = made
@@ -109,15 +110,18 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_loss_curve(metrics_csv: Path, target: Path) -> bool:
-    if not metrics_csv.is_file():
-        return False
-    steps, losses = [], []
-    with metrics_csv.open() as f:
-        for row in csv.DictReader(f):
-            if row.get("loss"):
-                steps.append(int(row["step"]))
-                losses.append(float(row["loss"]))
+def plot_loss_curve(metrics_csv: Path | list[Path], target: Path) -> bool:
+    """The pretraining loss against the step, over every attempt of a resumed run."""
+    files = [metrics_csv] if isinstance(metrics_csv, Path) else metrics_csv
+    points: dict[int, float] = {}
+    for path in files:
+        if not path.is_file():
+            continue
+        with path.open() as f:
+            for row in csv.DictReader(f):
+                if row.get("loss"):
+                    points[int(row["step"])] = float(row["loss"])  # a later attempt wins
+    steps, losses = sorted(points), [points[s] for s in sorted(points)]
     if not steps:
         return False
     import matplotlib

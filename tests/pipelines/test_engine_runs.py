@@ -96,7 +96,7 @@ def test_two_process_ddp_equals_one_process(tmp_path: Path, tiny_npz: Path) -> N
 
 
 def _resume_step(path: Path) -> int:
-    from medssl.platform.checkpoint import load_resume_state
+    from medssl.platform.resume_io import load_resume_state
 
     return int(load_resume_state(path)["global_step"])
 

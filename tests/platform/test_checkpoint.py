@@ -23,18 +23,17 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 import medssl.platform.checkpoint as ckpt
+import medssl.platform.resume_io as resume_io
 from medssl.platform.checkpoint import (
     ModelCard,
-    SafeCheckpointIO,
     check_contract,
     load_model,
-    load_resume_state,
     require_contract,
     save_model,
-    save_resume_state,
 )
 from medssl.platform.encoders import architecture_of, build_encoder, encoder_from_architecture
 from medssl.platform.errors import CheckpointError
+from medssl.platform.resume_io import SafeCheckpointIO, load_resume_state, save_resume_state
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -322,7 +321,7 @@ def test_interrupted_save_keeps_the_previous_file(
 ) -> None:
     path = tmp_path / "last.ckpt"
     save_resume_state({"step": 1, "w": torch.zeros(100)}, path)
-    real_save = ckpt.save_file
+    real_save = resume_io.save_file
 
     def crash_halfway(tensors: dict, filename: str, metadata: dict) -> None:
         real_save(tensors, filename, metadata=metadata)
@@ -330,7 +329,7 @@ def test_interrupted_save_keeps_the_previous_file(
         assert load_resume_state(path)["step"] == 1  # the target is untouched mid-save
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckpt, "save_file", crash_halfway)
+    monkeypatch.setattr(resume_io, "save_file", crash_halfway)
     with pytest.raises(KeyboardInterrupt):
         save_resume_state({"step": 2, "w": torch.ones(100)}, path)
     assert load_resume_state(path)["step"] == 1
@@ -343,7 +342,7 @@ def test_sigkill_during_saves_leaves_a_loadable_file(tmp_path: Path) -> None:
     writer = textwrap.dedent(
         f"""
         import torch
-        from medssl.platform.checkpoint import save_resume_state
+        from medssl.platform.resume_io import save_resume_state
         step = 0
         while True:
             step += 1

@@ -77,7 +77,7 @@ def build_trainer(
 ) -> L.Trainer:
     """A Trainer writing logs under `root_dir/logs` and resume checkpoints under
     `root_dir/checkpoints` (safetensors + JSON, never pickles)."""
-    from medssl.platform.checkpoint import SafeCheckpointIO
+    from medssl.platform.resume_io import SafeCheckpointIO
 
     root = Path(root_dir)
     accelerator = resolve_accelerator(cfg)
@@ -110,9 +110,11 @@ def build_trainer(
         callbacks.append(RichProgressBar())
     else:
         callbacks.append(EpochSummary(label))
+    # A resumed run logs into a new version folder so the first attempt's curve survives.
+    version = f"attempt{len(list((root / 'logs').glob('attempt*')))}"
     loggers = [
-        TensorBoardLogger(root, name="logs", version=""),
-        CSVLogger(root, name="logs", version=""),
+        TensorBoardLogger(root, name="logs", version=version),
+        CSVLogger(root, name="logs", version=version),
     ]
     return L.Trainer(
         accelerator=accelerator,
