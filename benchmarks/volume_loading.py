@@ -241,12 +241,13 @@ def steady_state(made: dict, spec: dict[str, Any], args: argparse.Namespace, n: 
     return out
 
 
-def _child_run(impl: str, spec_file: Path) -> tuple[float, float]:
+def _child_run(impl: str, spec_file: Path, threads: int) -> tuple[float, float]:
     """(process wall seconds, build seconds) of one fresh process building `impl`'s dataset."""
     script = str(Path(__file__).resolve())
+    command = [sys.executable, script, "--second-run", impl, "--spec", str(spec_file)]
     begin = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, script, "--second-run", impl, "--spec", str(spec_file)],
+        [*command, "--threads", str(threads)],
         check=True,
         capture_output=True,
         text=True,
@@ -255,7 +256,7 @@ def _child_run(impl: str, spec_file: Path) -> tuple[float, float]:
     return wall, float(json.loads(done.stdout.strip().splitlines()[-1])["build_s"])
 
 
-def second_run(spec_file: Path, repeats: int) -> dict[str, Any]:
+def second_run(spec_file: Path, repeats: int, threads: int) -> dict[str, Any]:
     """A fresh process builds its dataset again: medssl reopens its cache, MONAI recomputes.
 
     The processes alternate (medssl, monai, medssl, ...) so both meet the same machine load.
@@ -263,7 +264,7 @@ def second_run(spec_file: Path, repeats: int) -> dict[str, Any]:
     runs: dict[str, list[tuple[float, float]]] = {"medssl": [], "monai": []}
     for _ in range(repeats):
         for impl, done in runs.items():
-            done.append(_child_run(impl, spec_file))
+            done.append(_child_run(impl, spec_file, threads))
     out = {}
     for impl, done in runs.items():
         walls, builds = [w for w, _ in done], [b for _, b in done]
@@ -311,7 +312,7 @@ def run_case(case: dict, spec: dict[str, Any], args: argparse.Namespace, tmp: Pa
     child_spec = dict(spec, cache_dir=str(made["cache_dir"]))
     child_spec["records"] = [[r.subject_id, r.image] for r in case["records"]]
     spec_file.write_text(json.dumps(child_spec))
-    result["second_run"] = second_run(spec_file, args.repeats)
+    result["second_run"] = second_run(spec_file, args.repeats, args.threads)
     return result
 
 

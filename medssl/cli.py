@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -147,6 +148,9 @@ def main() -> None:
     # Lightning's banner lines ("GPU available: False ...") are noise for a CLI user.
     for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Two known Lightning messages that say nothing about the user's run.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no")
     app()
 
 

@@ -273,6 +273,7 @@ def evaluate(ctx: RunContext) -> None:
         rows = [
             ctx.row("finetune", init_label(ctx, init), budget_label(budget), m, v)
             for m, v in metrics.items()
+            if m != "n"  # the hold-out size is in the report header, not a metric
         ]
         _print_rows(rows)
         ctx.state.mark_done(key, rows)
