@@ -282,18 +282,21 @@ def _scan_npz(path: Path) -> tuple[list[Record], list[Problem]]:
 
 
 def _duplicate_problems(records: list[Record], where: str) -> list[Problem]:
-    images: dict[str, list[str]] = defaultdict(list)
+    """A subject may own several scans (baseline, follow-up: splits keep them together), but
+    one scan listed twice, or under two subjects, would leak across a subject-level split."""
+    subjects: dict[str, list[str]] = defaultdict(list)
     for r in records:
-        images[r.subject_id].append(r.image)
+        subjects[r.image].append(r.subject_id)
     problems = []
-    for subject, listed in images.items():
-        if len(listed) < 2:
+    for image, owners in subjects.items():
+        if len(owners) < 2:
             continue
-        if len(set(listed)) > 1:
-            msg = f"subject_id {subject!r} is given to {len(set(listed))} different images"
+        if len(set(owners)) > 1:
+            names = ", ".join(repr(o) for o in sorted(set(owners)))
+            msg = f"{image} is listed under {len(set(owners))} subject ids ({names})"
         else:
-            msg = f"subject_id {subject!r} with the same image is listed {len(listed)} times"
-        problems.append(Problem(where, msg + "; subject ids must be unique"))
+            msg = f"{image} is listed {len(owners)} times for subject_id {owners[0]!r}"
+        problems.append(Problem(where, msg + "; list every scan once"))
     return problems
 
 

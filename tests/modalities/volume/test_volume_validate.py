@@ -67,7 +67,7 @@ def _mixed_dataset(root: Path, ct_series_writer: Callable, hu_volume: Callable) 
         ("s10", "noise.nii", ""),
         ("s11", "notes.txt", ""),
         ("s12", "does_not_exist.nii.gz", ""),
-        ("s1", "good2.nii", ""),
+        ("s1", "good1.nii.gz", "good1_seg.nii.gz"),
     ]
     text = "subject_id,image,mask\n" + "".join(f"{s},{i},{m}\n" for s, i, m in rows)
     (root / "manifest.csv").write_text(text)
@@ -108,7 +108,7 @@ def test_validate_names_every_problem_and_writes_nothing(
         "noise": "cannot be read",
         "text": "not a NIfTI",
         "absent": "does not exist",
-        "duplicate": "'s1'",
+        "duplicate": "listed 2 times for subject_id 's1'",
     }
     for kind, path in expected.items():
         assert path in by_path, f"{kind}: {path} not named in {problems}"
