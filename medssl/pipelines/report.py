@@ -45,7 +45,7 @@ def write_report(ctx: RunContext, *, seconds: float, write: bool = True) -> dict
         plots = ctx.run_dir / "plots"
         plots.mkdir(exist_ok=True)
         made = []
-        logs = sorted((ctx.run_dir / "pretrain" / "logs").glob("attempt*/metrics.csv"))
+        logs = sorted((ctx.run_dir / "pretrain" / "logs").glob("attempt*/csv/metrics.csv"))
         if plot_loss_curve(logs, plots / "loss.png"):
             made.append("plots/loss.png")
         made += plot_label_efficiency(results, plots)

@@ -76,7 +76,7 @@ def test_two_process_ddp_equals_one_process(tmp_path: Path, tiny_npz: Path) -> N
     cfg = _config(tmp_path, tiny_npz, max_steps=2, checkpoint_every_n_steps=100)
     single = subprocess.run(
         [sys.executable, "-m", "medssl.cli", "pretrain", str(cfg), "--out", str(tmp_path / "one")],
-        env=_env(), capture_output=True, text=True, timeout=300,
+        env=_env(), capture_output=True, text=True, timeout=600,
     )
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = subprocess.run(
@@ -84,7 +84,7 @@ def test_two_process_ddp_equals_one_process(tmp_path: Path, tiny_npz: Path) -> N
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "-m", "medssl.cli", "pretrain", str(cfg), "--out", str(tmp_path / "two"),
         ],
-        env=_env(), capture_output=True, text=True, timeout=300,
+        env=_env(), capture_output=True, text=True, timeout=600,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
@@ -122,7 +122,7 @@ def test_sigkill_then_rerun_resumes_from_last_checkpoint(tmp_path: Path, tiny_np
     killed_at = _resume_step(last)  # the file a SIGKILL left behind still loads
     assert 6 <= killed_at < 60
     assert not (out / "pretrain" / "model.safetensors").exists()
-    rerun = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resuming from pretrain/checkpoints/last.ckpt" in rerun.stdout
     card = json.loads((out / "pretrain" / "model.json").read_text())

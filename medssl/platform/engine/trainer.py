@@ -112,9 +112,10 @@ def build_trainer(
         callbacks.append(EpochSummary(label))
     # A resumed run logs into a new version folder so the first attempt's curve survives.
     version = f"attempt{len(list((root / 'logs').glob('attempt*')))}"
+    attempt = root / "logs" / version
     loggers = [
-        TensorBoardLogger(root, name="logs", version=version),
-        CSVLogger(root, name="logs", version=version),
+        TensorBoardLogger(attempt, name="tensorboard", version=""),
+        CSVLogger(attempt, name="csv", version=""),
     ]
     return L.Trainer(
         accelerator=accelerator,
