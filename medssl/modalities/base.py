@@ -87,6 +87,21 @@ class Modality(ABC):
         """A torch Dataset over `indices` of a prepared dataset whose items collate into a
         Batch with `collate`."""
 
+    def label_map(self, path: str | Path) -> dict[int, str] | None:
+        """Names of segmentation labels from a `labels.json` ({"1": "liver", ...}) beside the
+        manifest or inside the dataset folder, or None when there is none."""
+        import json
+
+        root = Path(path)
+        candidate = (root if root.is_dir() else root.parent) / "labels.json"
+        if not candidate.is_file():
+            return None
+        try:
+            raw = json.loads(candidate.read_text())
+            return {int(k): str(v) for k, v in raw.items()}
+        except (ValueError, AttributeError):
+            return None
+
     def collate(self, items: list[Mapping[str, Any]]) -> Batch:
         return collate_items(items)
 

@@ -247,10 +247,18 @@ def finetune(ctx: RunContext) -> None:
             card.update(
                 stage="finetune", task=cfg.task, num_classes=classes, init=init,
                 label_budget=budget_label(budget), labelled_scans=len(subset),
-                label_map=ctx.prepared.label_map() if hasattr(ctx.prepared, "label_map") else None,
+                label_map=ctx.modality.label_map(str(ctx.config.data.path)),
             )
             save_model(folder, model.state_dict(), card)
         ctx.state.mark_done(key)
+
+
+def _named(metric: str, names: dict[int, str]) -> str:
+    """`dice/1` -> `dice/liver` when the dataset names its labels."""
+    head, _, tail = metric.partition("/")
+    if tail.isdigit() and int(tail) in names:
+        return f"{head}/{names[int(tail)]}"
+    return metric
 
 
 def evaluate(ctx: RunContext) -> None:
@@ -270,8 +278,9 @@ def evaluate(ctx: RunContext) -> None:
                 "patch_size"
             )
         metrics = task.evaluate(model.to(device), ctx, ctx.holdout, **extra)
+        names = card.label_map or {}
         rows = [
-            ctx.row("finetune", init_label(ctx, init), budget_label(budget), m, v)
+            ctx.row("finetune", init_label(ctx, init), budget_label(budget), _named(m, names), v)
             for m, v in metrics.items()
             if m != "n"  # the hold-out size is in the report header, not a metric
         ]
