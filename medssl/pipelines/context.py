@@ -155,12 +155,14 @@ class RunContext:
         *,
         distributed_shuffle: bool = False,
         samples: int | None = None,
+        seed: int | None = None,
     ) -> DataLoader:
         """A loader over `indices`. `distributed_shuffle`: each rank takes its share of one
         seeded permutation (the same global batches for any world size); `samples`: draw that
-        many items with replacement (fine-tuning on a handful of labelled volumes)."""
+        many items with replacement (fine-tuning on a handful of labelled volumes); `seed`:
+        the draw's seed (default: the run's)."""
         ds = self.dataset(indices, purpose)
-        generator = torch.Generator().manual_seed(self.config.seed)
+        generator = torch.Generator().manual_seed(self.config.seed if seed is None else seed)
         sampler: Any = None
         if distributed_shuffle:
             rank, world = launch_world()

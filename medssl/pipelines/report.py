@@ -63,8 +63,19 @@ def pivot(results: list[dict[str, Any]]) -> tuple[list[str], dict[tuple[str, str
     for r in results:
         if r["init"] not in inits:
             inits.append(r["init"])
-        table[(r["stage"], str(r["label_budget"]), r["metric"])][r["init"]] = r["value"]
+        table[(r["stage"], str(r["label_budget"]), r["metric"])][r["init"]] = r
     return inits, table
+
+
+def cell(row: dict[str, Any] | None) -> str:
+    """`0.7812`, or `0.7812 ± 0.0150` for the mean of repeated runs, or `-` when missing."""
+    if row is None or row.get("value") is None:
+        return "-"
+    text = f"{row['value']:.4f}"
+    std = row.get("std")
+    if std is not None and std == std:
+        text += f" ± {std:.4f}"
+    return text
 
 
 def results_table(results: list[dict[str, Any]]) -> str:
@@ -72,12 +83,11 @@ def results_table(results: list[dict[str, Any]]) -> str:
     if not results:
         return "(no results)"
     inits, table = pivot(results)
-    head = f"{'stage':<14} {'labels':>7} {'metric':<18}" + "".join(f"{i:>12}" for i in inits)
+    width = 20 if any(r.get("std") is not None for r in results) else 12
+    head = f"{'stage':<14} {'labels':>7} {'metric':<18}" + "".join(f"{i:>{width}}" for i in inits)
     lines = [head, "-" * len(head)]
     for (stage, budget, metric), values in table.items():
-        cells = "".join(
-            f"{'-' if values.get(i) is None else format(values[i], '.4f'):>12}" for i in inits
-        )
+        cells = "".join(f"{cell(values.get(i)):>{width}}" for i in inits)
         lines.append(f"{stage:<14} {budget:>7} {metric:<18}{cells}")
     return "\n".join(lines)
 
@@ -100,9 +110,7 @@ def markdown(report: dict[str, Any]) -> str:
             "|---|---|---|" + "---|" * len(inits),
         ]
         for (stage, budget, metric), values in table.items():
-            cells = [
-                "-" if values.get(i) is None else f"{values[i]:.4f}" for i in inits
-            ]
+            cells = [cell(values.get(i)) for i in inits]
             lines.append(f"| {stage} | {budget} | {metric} | " + " | ".join(cells) + " |")
         lines.append("")
     for plot in report.get("plots", []):
@@ -160,11 +168,15 @@ def plot_label_efficiency(results: list[dict[str, Any]], folder: Path) -> list[s
         fig, ax = plt.subplots(figsize=(5, 3.2))
         for init in dict.fromkeys(r["init"] for r in rows):
             pts = sorted(
-                (_budget_value(r["label_budget"]), r["value"])
+                (_budget_value(r["label_budget"]), r["value"], r.get("std") or 0.0)
                 for r in rows
                 if r["init"] == init and r["metric"] == metric
             )
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=init)
+            # Error bars are the spread over repeated fine-tuning runs, when there are any.
+            ax.errorbar(
+                [p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                marker="o", capsize=3, label=init,
+            )
         ax.set_xlabel("label budget (subjects, or fraction)")
         ax.set_ylabel(metric)
         ax.set_title(stage)

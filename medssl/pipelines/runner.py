@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from medssl.modalities.base import Problem
-from medssl.pipelines import stages
+from medssl.pipelines import finetune, stages
 from medssl.pipelines.context import (
     RunContext,
     RunState,
@@ -30,8 +30,8 @@ log = logging.getLogger("medssl")
 STAGE_FUNCTIONS = {
     "pretrain": stages.pretrain,
     "probe": stages.probe,
-    "finetune": stages.finetune,
-    "evaluate": stages.evaluate,
+    "finetune": finetune.finetune,
+    "evaluate": finetune.evaluate,
 }
 
 

@@ -32,11 +32,23 @@ def split_holdout(
         train = [i for i, r in enumerate(records) if i not in set(holdout)]
         if holdout and train:
             return train, holdout
-    groups = _subjects(records, range(len(records)))
+    return split_subjects(records, range(len(records)), holdout_fraction, seed, "data.holdout_fraction")
+
+
+def split_subjects(
+    records: Sequence[Record],
+    indices: Sequence[int],
+    fraction: float,
+    seed: int | Sequence[int],
+    key: str,
+) -> tuple[list[int], list[int]]:
+    """(kept indices, held indices): a seeded subject-level draw of `fraction` of the subjects
+    among `indices`, stratified by label when every record has a class label, leaving at least
+    one subject on each side. `key` names the config setting in errors."""
+    groups = _subjects(records, indices)
     if len(groups) < 2:
         raise ConfigError(
-            f"data.holdout_fraction: the dataset has {len(groups)} subject(s); "
-            "a subject-level hold-out needs at least 2"
+            f"{key}: {len(groups)} subject(s) cannot be split by subject; at least 2 are needed"
         )
     rng = np.random.default_rng(seed)
     by_label: dict[object, list[str]] = defaultdict(list)
@@ -45,7 +57,7 @@ def split_holdout(
     held: list[str] = []
     for _, subjects in sorted(by_label.items(), key=lambda kv: str(kv[0])):
         order = rng.permutation(len(subjects))
-        n = int(round(holdout_fraction * len(subjects)))
+        n = int(round(fraction * len(subjects)))
         held += [subjects[k] for k in order[:n]]
     if not held:
         held = [sorted(groups)[int(rng.integers(len(groups)))]]
@@ -55,6 +67,14 @@ def split_holdout(
     train = [i for s, idx in groups.items() if s not in held_set for i in idx]
     holdout = [i for s, idx in groups.items() if s in held_set for i in idx]
     return sorted(train), sorted(holdout)
+
+
+def split_validation(
+    records: Sequence[Record], labelled: Sequence[int], fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """(training indices, validation indices) carved from a labelled subset by subject, for
+    picking the fine-tuning checkpoint; the hold-out is never touched."""
+    return split_subjects(records, labelled, fraction, [seed, 7], "finetune.validation_fraction")
 
 
 def _class_of(record: Record) -> object:

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 
 from medssl.pipelines.context import RunContext, method_class
 from medssl.pipelines.splits import budget_label, label_subset
@@ -161,7 +159,7 @@ def probe(ctx: RunContext) -> None:
                         ctx.row(f"probe/{kind}", init_label(ctx, init), budget_label(budget),
                                 metric, value)
                     )
-        _print_rows(rows)
+        print_rows(rows)
         ctx.state.mark_done(key, rows)
 
 
@@ -169,7 +167,7 @@ def _labels_missing(ctx: RunContext) -> bool:
     return any(ctx.records[i].label is None for i in ctx.train + ctx.holdout)
 
 
-def _print_rows(rows: list[dict[str, Any]]) -> None:
+def print_rows(rows: list[dict[str, Any]]) -> None:
     if launch_world()[0] != 0:
         return
     for r in rows:
@@ -180,7 +178,7 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
 # ----------------------------------------------------------------------------- finetune
 
 
-def _task(ctx: RunContext) -> Any:
+def task_of(ctx: RunContext) -> Any:
     return TASKS.get(ctx.config.finetune.task)()
 
 
@@ -195,94 +193,3 @@ def num_classes(ctx: RunContext) -> int:
             )
         return max(2, int(max(values)) + 1)  # type: ignore[arg-type]
     return int(ctx.prepared.max_mask_label()) + 1
-
-
-def finetune_runs(ctx: RunContext) -> list[tuple[str, int | float, list[int], Path]]:
-    """(init, budget, labelled indices, output folder) for every fine-tuning sub-run."""
-    cfg = ctx.config.finetune
-    stratify = cfg.task == "classification"
-    runs = []
-    for budget in cfg.label_budgets:
-        subset = label_subset(ctx.records, ctx.train, budget, ctx.config.seed, stratify=stratify)
-        for init in cfg.inits:
-            folder = ctx.run_dir / "finetune" / f"{init}-{budget_label(budget).replace('%', 'pct')}"
-            runs.append((init, budget, subset, folder))
-    return runs
-
-
-def finetune(ctx: RunContext) -> None:
-    cfg = ctx.config.finetune
-    task = _task(ctx)
-    classes = num_classes(ctx)
-    for init, budget, subset, folder in finetune_runs(ctx):
-        key = f"finetune:{folder.name}"
-        if ctx.state.is_done(key) and (folder / "model.safetensors").is_file():
-            continue
-        L.seed_everything(ctx.config.seed, workers=True, verbose=False)
-        encoder = ctx.build_encoder()
-        pretrained = load_pretrained_encoder(ctx).state_dict() if init == "pretrained" else None
-        model = task.build_model(encoder, classes, pretrained_state=pretrained)
-        steps = cfg.max_steps or cfg.epochs * max(1, math.ceil(len(subset) / cfg.batch_size))
-        loader = ctx.loader(subset, task.purpose, cfg.batch_size, samples=steps * cfg.batch_size)
-        module = task.module(
-            model, lr=cfg.lr, weight_decay=cfg.weight_decay, total_steps=steps,
-            warmup_fraction=cfg.warmup_fraction,
-        )
-        trainer = build_trainer(
-            ctx.config.trainer,
-            root_dir=folder,
-            label=f"finetune {init_label(ctx, init)} {budget_label(budget)}",
-            max_epochs=1,
-            max_steps=steps,
-            checkpoint_every_n_steps=cfg.checkpoint_every_n_steps,
-        )
-        print(
-            f"[finetune] {init_label(ctx, init)} with {budget_label(budget)} labelled "
-            f"({len(subset)} scans), {steps} steps",
-            flush=True,
-        )
-        trainer.fit(module, loader, ckpt_path=last_checkpoint(folder))
-        if trainer.global_rank == 0:
-            card = base_card(ctx, encoder)
-            card.update(
-                stage="finetune", task=cfg.task, num_classes=classes, init=init,
-                label_budget=budget_label(budget), labelled_scans=len(subset),
-                label_map=ctx.modality.label_map(str(ctx.config.data.path)),
-            )
-            save_model(folder, model.state_dict(), card)
-        ctx.state.mark_done(key)
-
-
-def _named(metric: str, names: dict[int, str]) -> str:
-    """`dice/1` -> `dice/liver` when the dataset names its labels."""
-    head, _, tail = metric.partition("/")
-    if tail.isdigit() and int(tail) in names:
-        return f"{head}/{names[int(tail)]}"
-    return metric
-
-
-def evaluate(ctx: RunContext) -> None:
-    task = _task(ctx)
-    classes = num_classes(ctx)
-    for init, budget, _, folder in finetune_runs(ctx):
-        key = f"evaluate:{folder.name}"
-        if ctx.state.is_done(key):
-            continue
-        state, card = load_model(folder)
-        model = task.build_model(ctx.build_encoder(), classes, pretrained_state=None)
-        model.load_state_dict(state)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        extra: dict[str, Any] = {}
-        if task.name == "segmentation":
-            extra["roi_size"] = ctx.config.finetune.roi_size or ctx.config.data.preprocessing.get(
-                "patch_size"
-            )
-        metrics = task.evaluate(model.to(device), ctx, ctx.holdout, **extra)
-        names = card.label_map or {}
-        rows = [
-            ctx.row("finetune", init_label(ctx, init), budget_label(budget), _named(m, names), v)
-            for m, v in metrics.items()
-            if m != "n"  # the hold-out size is in the report header, not a metric
-        ]
-        _print_rows(rows)
-        ctx.state.mark_done(key, rows)

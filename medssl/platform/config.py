@@ -108,6 +108,20 @@ class FinetuneConfig(OptimConfig):
     batch_size: int = Field(2, ge=1)
     epochs: int = Field(20, ge=1)
     checkpoint_every_n_steps: int = Field(50, ge=1)
+    validation_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="share of the labelled subjects held back to pick the best checkpoint "
+        "(0: keep the last one)",
+    )
+    eval_every_n_steps: int = Field(50, ge=1, description="validation interval when selecting")
+    freeze_encoder_steps: int = Field(
+        0, ge=0, description="train only the head (and decoder) first: linear probe, then fine-tune"
+    )
+    repeats: int = Field(
+        1, ge=1, description="runs per (init, budget) with seeds seed, seed+1, ...; mean and std"
+    )
 
     _budgets = field_validator("label_budgets")(_check_budgets)
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from medssl.modalities.volume import VolumeModality
-from medssl.pipelines.stages import _named
+from medssl.pipelines.finetune import named_metric as _named
 
 
 def test_label_map_is_read_beside_the_manifest(tmp_path: Path) -> None:

@@ -119,13 +119,13 @@ def plotted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[float], lis
     from matplotlib.axes import Axes
 
     calls: list[tuple[str, list[float], list[float]]] = []
-    original = Axes.plot
+    original = Axes.errorbar
 
     def record(self: Axes, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append((str(kwargs.get("label")), list(x), list(y)))
         return original(self, x, y, *args, **kwargs)
 
-    monkeypatch.setattr(Axes, "plot", record)
+    monkeypatch.setattr(Axes, "errorbar", record)
     return calls
 
 
@@ -166,3 +166,12 @@ def test_label_efficiency_plots_segmentation_dice(tmp_path: Path) -> None:
             for init in ("simclr", "scratch") for budget in ("2", "4")
             for metric, value in (("mean_dice", 0.7), ("mean_hd95", 9.0), ("dice/1", 0.8))]
     assert plot_label_efficiency(rows, tmp_path) == ["plots/label_efficiency_finetune.png"]
+
+
+def test_repeated_runs_show_mean_and_spread() -> None:
+    rows = [
+        {**row("finetune", "simclr", "10%", "auroc", 0.78), "std": 0.015, "runs": [0.77, 0.79]},
+        row("finetune", "scratch", "10%", "auroc", 0.75),
+    ]
+    table = results_table(rows).splitlines()
+    assert table[-1].split() == ["finetune", "10%", "auroc", "0.7800", "±", "0.0150", "0.7500"]

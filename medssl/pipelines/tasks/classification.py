@@ -23,6 +23,8 @@ __all__ = [
     "LabelCrossEntropy",
     "evaluate_classification",
     "extract_features",
+    "mean_log_loss",
+    "predict_probabilities",
 ]
 
 
@@ -67,12 +69,11 @@ def _batches(data: Iterable[Mapping[str, Any]]) -> Iterable[tuple[torch.Tensor, 
         yield x, label.reshape(-1)
 
 
-def evaluate_classification(
-    model: nn.Module, data: Iterable[Mapping[str, Any]], num_classes: int | None = None
-) -> dict[str, float]:
-    """Softmax probabilities of every sample (eval mode, no gradients, the model's device),
-    scored by AUROC (one-vs-rest macro for more than two classes), accuracy and balanced
-    accuracy. `data` yields batches or single items with `x` and `label`."""
+def predict_probabilities(
+    model: nn.Module, data: Iterable[Mapping[str, Any]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(softmax probabilities (N, classes), labels (N,)) of every sample, in eval mode without
+    gradients on the model's device. `data` yields batches or single items with `x`, `label`."""
     device = module_device(model)
     was_training = model.training
     model.eval()
@@ -86,12 +87,25 @@ def evaluate_classification(
     finally:
         model.train(was_training)
     if not probs:
-        raise ValueError("no samples to evaluate; the hold-out set is empty")
-    p = np.concatenate(probs)
+        raise ValueError("no samples to evaluate; the evaluation set is empty")
+    return np.concatenate(probs), np.concatenate(labels).astype(np.int64)
+
+
+def evaluate_classification(
+    model: nn.Module, data: Iterable[Mapping[str, Any]], num_classes: int | None = None
+) -> dict[str, float]:
+    """AUROC (one-vs-rest macro for more than two classes), accuracy and balanced accuracy of
+    the model's softmax probabilities on `data` (see `predict_probabilities`), and n."""
+    p, y = predict_probabilities(model, data)
     if num_classes is not None and p.shape[1] != num_classes:
         raise ValueError(f"the model gives {p.shape[1]} class scores, expected {num_classes}")
-    y = np.concatenate(labels).astype(np.int64)
     return {**classification_scores(y, p), "n": float(y.shape[0])}
+
+
+def mean_log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true classes (probabilities floored at 1e-7)."""
+    picked = probs[np.arange(labels.shape[0]), labels]
+    return float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
 
 
 @TASKS.register("classification")
@@ -102,6 +116,8 @@ class ClassificationTask:
     name: ClassVar[str] = "classification"
     purpose: ClassVar[str] = "classification"
     target_key: ClassVar[str] = "label"
+    #: Checkpoints are picked by the validation log-loss: smoother than AUROC on a few cases.
+    selection_metric: ClassVar[tuple[str, bool]] = ("log_loss", False)
 
     def build_model(
         self,
@@ -145,3 +161,13 @@ class ClassificationTask:
         if indices is not None:
             data = data.loader(list(indices), "classification", batch_size)
         return evaluate_classification(model, data, num_classes)
+
+    def validation_score(
+        self, model: nn.Module, ctx: Any, indices: Sequence[int], *, batch_size: int = 8
+    ) -> float:
+        """Mean log-loss on the scans `indices` of the run context `ctx` (lower is better)."""
+        probs, labels = predict_probabilities(
+            model, ctx.loader(list(indices), "classification", batch_size)
+        )
+        return mean_log_loss(probs, labels)
+

@@ -90,3 +90,10 @@ def load_encoder_weights(
     report.unused = len(set(state) - used)
     log.info("encoder initialisation: %s", report.summary())
     return report
+
+
+def selected_parameter_names(encoder: Encoder, prefix: str = "") -> set[str]:
+    """Names (with `prefix`) of the encoder's parameters under its `encoder_prefixes` (all of
+    them when it declares none): the part a pretrained checkpoint initialises."""
+    prefixes = encoder.encoder_prefixes or None
+    return {prefix + name for name, _ in encoder.named_parameters() if _selected(name, prefixes)}

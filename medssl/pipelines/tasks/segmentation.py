@@ -171,6 +171,7 @@ class SegmentationTask:
     name: ClassVar[str] = "segmentation"
     purpose: ClassVar[str] = "segmentation"
     target_key: ClassVar[str] = "mask"
+    selection_metric: ClassVar[tuple[str, bool]] = ("mean_dice", True)
 
     def build_model(
         self,
@@ -226,3 +227,8 @@ class SegmentationTask:
         flat.update({f"dice/{k}": v for k, v in result["dice"].items()})
         flat.update({f"hd95/{k}": v for k, v in result["hd95"].items()})
         return flat
+
+    def validation_score(self, model: SegmentationNet, ctx: Any, indices: Sequence[int]) -> float:
+        """Mean foreground Dice (sliding window) on the volumes `indices` (higher is better)."""
+        return float(self.evaluate(model, ctx, indices)["mean_dice"])
+
