@@ -12,12 +12,23 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["run", "pretrain", "finetune", "probe", "embed", "validate", "demo", "load_model"]
+__all__ = [
+    "run",
+    "pretrain",
+    "finetune",
+    "probe",
+    "embed",
+    "validate",
+    "demo",
+    "load_model",
+    "reduce",
+    "compare",
+]
 
 
 def __getattr__(name: str) -> Any:
     # Keep `import medssl` cheap: torch, MONAI and Lightning load on first use.
-    if name in ("run", "pretrain", "finetune", "probe", "validate", "load_model"):
+    if name in ("run", "pretrain", "finetune", "probe", "validate", "load_model", "reduce", "compare"):
         from medssl.pipelines import api
 
         return getattr(api, name)

@@ -121,6 +121,74 @@ def validate(
 
 
 @app.command()
+def reduce(
+    data: Annotated[
+        Path, typer.Argument(help="A folder, manifest (CSV/JSON) or array file of volumes.")
+    ],
+    strategy: Annotated[
+        str, typer.Option(help="dhash, ssim, mutual_information or every_nth.")
+    ] = "dhash",
+    threshold: Annotated[
+        float | None, typer.Option(help="Duplicate threshold; default: the strategy's own.")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Other strategy settings as key=value (repeatable).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("reduction"),
+) -> None:
+    """Drop near-duplicate slices of every volume before pretraining: writes kept.json (the
+    kept slices per volume; no file is copied) and reduction.png."""
+    import yaml
+
+    from medssl.pipelines import api
+
+    params = {}
+    for item in param or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"'{item}' must look like key=value", param_hint="--param")
+        params[key.strip()] = yaml.safe_load(text) if text.strip() else None
+    summary = _guard(api.reduce, data, strategy, threshold, params, out)
+    print(
+        f"kept {summary['slices_kept']} of {summary['slices_in']} slices ({summary['ratio']:.1%}) "
+        f"of {summary['volumes']} volumes -> {out / 'kept.json'}"
+    )
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Finished run folders (two or more).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("comparison"),
+) -> None:
+    """Put the reports of several runs side by side (one column per initialisation; a
+    baseline they share, e.g. scratch on the same labelled subset, appears once)."""
+    from medssl.pipelines import api
+
+    _guard(api.compare, runs, out)
+    print(f"report: {out / 'report.md'}")
+
+
+@app.command()
+def phantoms(
+    out: Annotated[Path, typer.Argument(help="Folder to write the cohort and manifest.csv to.")],
+    subjects: Annotated[int, typer.Option(help="Labelled phantoms to generate.")] = 16,
+    modality: Annotated[str, typer.Option(help="ct or mr (T1-weighted look, same anatomy).")] = "ct",
+    seed: Annotated[int, typer.Option(help="Cohort seed.")] = 0,
+    unlabelled: Annotated[
+        list[Path] | None,
+        typer.Option(help="Scans (files or DICOM folders) added to the manifest without a mask, "
+                          "for pretraining only (repeatable)."),
+    ] = None,
+) -> None:
+    """Write a synthetic labelled cohort (NIfTI + labels.json + manifest.csv), optionally with
+    real unlabelled scans appended: a dataset for trying pipelines without any download."""
+    from medssl.pipelines.demo import write_phantom_dataset
+
+    manifest = _guard(write_phantom_dataset, out, subjects, modality, seed, unlabelled or [])
+    print(f"manifest: {manifest}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, OUT] = Path("runs/demo"),
     subjects: Annotated[int, typer.Option(help="Synthetic CT phantoms to generate.")] = 10,

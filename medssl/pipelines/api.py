@@ -90,8 +90,44 @@ def validate(path: str | Path, modality: str = "volume", preprocessing: dict[str
     return cls(config.data.preprocessing).validate(str(path))
 
 
+def reduce(
+    data: str | Path,
+    strategy: str = "dhash",
+    threshold: float | None = None,
+    params: dict[str, Any] | None = None,
+    out: str | Path = "reduction",
+    preprocessing: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Reduce a volume dataset before pretraining: writes `<out>/kept.json` (the kept slices
+    of every volume) and `<out>/reduction.png`; returns the summary.
+
+    Example:
+        >>> medssl.reduce("scans/", "dhash", threshold=6, out="reduced")["ratio"]  # doctest: +SKIP
+    """
+    from medssl.platform.reduction import build_reducer
+
+    build_reducer(strategy, threshold, params)  # a bad setting fails before the heavy imports
+    from medssl.pipelines.reduce import reduce_dataset
+
+    return reduce_dataset(
+        data, strategy, params or {}, out, threshold=threshold, preprocessing=preprocessing
+    )
+
+
 def load_model(folder: str | Path) -> tuple[dict[str, Any], Any]:
     """(state dict, model card) of a model folder; reads safetensors + JSON only."""
     from medssl.platform.checkpoint import load_model as read_model
 
     return read_model(folder)
+
+
+def compare(runs: Sequence[str | Path], out: str | Path = "comparison") -> dict[str, Any]:
+    """Merge the reports of finished runs into one (see `medssl compare`).
+
+    Example:
+        >>> medssl.compare(["runs/gr", "runs/gd-local"], out="runs/compare")  # doctest: +SKIP
+    """
+    from medssl.pipelines.compare import compare as do_compare
+
+    return do_compare(runs, out)
+

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,30 +41,87 @@ def build_modality(config: PipelineConfig) -> Modality:
     return cls(prep)
 
 
-def method_class(config: PipelineConfig) -> Any:
-    name = config.pretrain.method["name"]
+def phase_key(phase: int) -> str:
+    """Where a pretraining phase's method is set in the config."""
+    return "pretrain.method" if phase == 0 else f"pretrain.then.{phase - 1}.method"
+
+
+def method_class(config: PipelineConfig, phase: int = 0) -> Any:
+    name = config.pretrain.phases()[phase].method["name"]  # type: ignore[attr-defined]
     try:
         return METHODS.get(name)
     except KeyError as exc:
-        raise ConfigError(f"pretrain.method.name: {exc.args[0]}") from None
+        raise ConfigError(f"{phase_key(phase)}.name: {exc.args[0]}") from None
+
+
+#: Batch fields the volume adapter serves only on slices (2-D encoders).
+SLICE_FIELDS = frozenset({"partition", "position"})
+
+
+def _check_slices(config: PipelineConfig) -> None:
+    """Settings a 2-D encoder on volumes needs, and the stages that need one."""
+    slices = config.data.modality == "volume" and config.encoder.spatial_dims == 2
+    if {"reduce", "pretrain"} <= set(config.stages) and not slices:
+        raise ConfigError(
+            "stages: 'reduce' keeps slices, which only 2-D encoders pretrain on; set "
+            "encoder.spatial_dims=2 or remove 'reduce' from stages"
+        )
+    if not slices:
+        return
+    prep = config.data.preprocessing
+    if prep.get("slice_size") is None:
+        raise ConfigError(
+            "data.preprocessing.slice_size: a 2-D encoder on volumes trains on axial slices, "
+            "which must share a size to be batched; set it, e.g. [128, 128]"
+        )
+    orientation = str(prep.get("orientation", "RAS")).upper()
+    if orientation[-1:] not in ("S", "I"):
+        raise ConfigError(
+            f"data.preprocessing.orientation: '{orientation}' does not put the "
+            "inferior-superior axis last, so the last axis would not give axial slices; use "
+            "RAS or LPS"
+        )
 
 
 def check_compatibility(config: PipelineConfig) -> None:
-    """Method x modality check, before any data is read."""
+    """Before any data is read: method x modality for every pretraining phase (and each
+    phase's settings), slice settings, and the phase inits fine-tuning asks for."""
+    _check_slices(config)
+    phases = config.pretrain.phases()
+    if "finetune" in config.stages:
+        for init in config.finetune.inits:
+            if init.startswith("phase") and int(init[5:]) > len(phases):
+                raise ConfigError(
+                    f"finetune.inits: '{init}' asks for phase {init[5:]} but pretraining has "
+                    f"{len(phases)} phase(s); use phase1..phase{len(phases)} or pretrained"
+                )
     if "pretrain" not in config.stages:
         return
-    cls = method_class(config)
     modality_cls = MODALITIES.get(config.data.modality)
-    missing = sorted(set(cls.requires) - set(modality_cls.provides))
-    if missing:
-        providers = [
-            n for n in MODALITIES.names() if set(cls.requires) <= set(MODALITIES.get(n).provides)
-        ]
-        raise CompatibilityError(
-            f"pretrain.method.name: method '{cls.name}' needs batch field(s) {missing} that "
-            f"modality '{config.data.modality}' does not provide; modalities that do: "
-            f"{', '.join(providers) or 'none yet'}"
-        )
+    provides = set(modality_cls.provides)
+    if config.data.modality == "volume" and config.encoder.spatial_dims != 2:
+        provides -= SLICE_FIELDS
+    for phase, settings in enumerate(phases):
+        cls = method_class(config, phase)
+        options = {k: v for k, v in settings.method.items() if k != "name"}  # type: ignore[attr-defined]
+        validate_section(cls.Config, options, phase_key(phase))
+        missing = sorted(set(cls.requires) - provides)
+        if missing and set(missing) <= SLICE_FIELDS and config.data.modality == "volume":
+            raise CompatibilityError(
+                f"{phase_key(phase)}.name: method '{cls.name}' needs {missing}, which volumes "
+                "provide only as slices; set encoder.spatial_dims=2 (and "
+                "data.preprocessing.slice_size)"
+            )
+        if missing:
+            providers = [
+                n for n in MODALITIES.names()
+                if set(cls.requires) <= set(MODALITIES.get(n).provides)
+            ]
+            raise CompatibilityError(
+                f"{phase_key(phase)}.name: method '{cls.name}' needs batch field(s) {missing} "
+                f"that modality '{config.data.modality}' does not provide; modalities that do: "
+                f"{', '.join(providers) or 'none yet'}"
+            )
 
 
 @dataclass
@@ -122,7 +180,13 @@ class RunContext:
 
     @property
     def method_name(self) -> str:
-        return str(self.config.pretrain.method["name"])
+        """How the pretrained initialisation is named in reports."""
+        return self.config.pretrain.init_label()
+
+    @property
+    def slices(self) -> bool:
+        """A 2-D encoder on volumes: every stage but evaluation works on axial slices."""
+        return self.config.data.modality == "volume" and self.config.encoder.spatial_dims == 2
 
     def row(self, stage: str, init: str, budget: str, metric: str, value: float) -> dict[str, Any]:
         return {
@@ -139,12 +203,30 @@ class RunContext:
         name = cfg.name or self.modality.default_encoder
         if name not in ENCODERS:
             raise ConfigError(f"encoder.name: unknown encoder '{name}'; available: {ENCODERS.names()}")
+        # Prepared data that knows its channel count (series: C variables) says it; scans
+        # and slices are single-channel.
+        in_channels = int(getattr(self.prepared, "channels", 1))
         try:
-            return build_encoder(name, spatial_dims=cfg.spatial_dims, in_channels=1, **cfg.kwargs)
+            return build_encoder(
+                name, spatial_dims=cfg.spatial_dims, in_channels=in_channels, **cfg.kwargs
+            )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"encoder.kwargs: {exc}") from None
 
-    def dataset(self, indices: list[int], purpose: Purpose) -> Dataset:
+    def dataset(
+        self, indices: list[int], purpose: Purpose, kept: Mapping[str, Any] | None = None
+    ) -> Dataset:
+        """The modality's dataset; slices of volumes for 2-D encoders, limited to the
+        kept-index of a reduction when `kept` is given."""
+        if self.slices:
+            return self.modality.dataset(  # type: ignore[call-arg]
+                self.prepared, indices, purpose, seed=self.config.seed, slices=True, kept=kept
+            )
+        if kept is not None:
+            raise ConfigError(
+                "stages: 'reduce' keeps slices, which only 2-D encoders train on; set "
+                "encoder.spatial_dims=2 or remove 'reduce' from stages"
+            )
         return self.modality.dataset(self.prepared, indices, purpose, seed=self.config.seed)
 
     def loader(
@@ -156,12 +238,13 @@ class RunContext:
         distributed_shuffle: bool = False,
         samples: int | None = None,
         seed: int | None = None,
+        kept: Mapping[str, Any] | None = None,
     ) -> DataLoader:
         """A loader over `indices`. `distributed_shuffle`: each rank takes its share of one
         seeded permutation (the same global batches for any world size); `samples`: draw that
         many items with replacement (fine-tuning on a handful of labelled volumes); `seed`:
         the draw's seed (default: the run's)."""
-        ds = self.dataset(indices, purpose)
+        ds = self.dataset(indices, purpose, kept)
         generator = torch.Generator().manual_seed(self.config.seed if seed is None else seed)
         sampler: Any = None
         if distributed_shuffle:
@@ -194,6 +277,14 @@ class RunContext:
             persistent_workers=workers > 0,
             collate_fn=self.modality.collate,
         )
+
+    def kept_index(self) -> dict[str, list[int]] | None:
+        """The kept-index the `reduce` stage wrote, when this run reduces its data."""
+        if "reduce" not in self.config.stages:
+            return None
+        from medssl.platform.reduction.kept_index import load_kept_index
+
+        return load_kept_index(self.run_dir / "reduce" / "kept.json")
 
     def pretrained_dir(self) -> Path:
         src = self.config.pretrain.from_checkpoint

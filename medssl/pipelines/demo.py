@@ -37,3 +37,40 @@ def demo(
     print(results_table(dice))
     print(f"\nreport: {run_dir / 'report.md'}")
     return report
+
+
+def write_phantom_dataset(
+    out: str | Path,
+    subjects: int = 16,
+    modality: str = "ct",
+    seed: int = 0,
+    unlabelled: Iterable[str | Path] = (),
+) -> Path:
+    """`medssl phantoms`: a labelled phantom cohort in `out`, plus `unlabelled` scans listed
+    (by absolute path, one subject each) without a mask. Returns the manifest."""
+    import csv
+
+    from medssl.modalities.volume.phantoms import write_cohort
+    from medssl.platform.errors import ConfigError
+
+    extra = [Path(p).resolve() for p in unlabelled]
+    missing = [str(p) for p in extra if not p.exists()]
+    if missing:
+        raise ConfigError(f"--unlabelled: {', '.join(missing)} does not exist; check the path")
+    try:
+        manifest = write_cohort(out, n_subjects=subjects, seed=seed, dicom_subjects=0,
+                                modality=modality)
+    except ValueError as err:
+        raise ConfigError(f"phantoms: {err}") from None
+    if extra:
+        rows = list(csv.DictReader(manifest.open()))
+        rows += [{"subject_id": f"unlabelled_{k:03d}", "image": str(p), "label": ""}
+                 for k, p in enumerate(extra)]
+        tmp = manifest.with_name(".manifest.csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["subject_id", "image", "label"])
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(manifest)
+    return manifest
+

@@ -23,7 +23,7 @@ from medssl.pipelines.splits import budget_label, label_subset, split_validation
 from medssl.pipelines.stages import (
     base_card,
     init_label,
-    load_pretrained_encoder,
+    load_pretrained,
     num_classes,
     print_rows,
     task_of,
@@ -31,6 +31,7 @@ from medssl.pipelines.stages import (
 from medssl.pipelines.tasks.pretrained import selected_parameter_names
 from medssl.platform.checkpoint import load_model, save_model
 from medssl.platform.engine.trainer import build_trainer, last_checkpoint
+from medssl.platform.errors import DataError
 
 BEST = "best"  # sub-folder of a fine-tuning run holding the checkpoint picked on validation
 HOLDOUT_METRICS = "holdout_metrics.json"
@@ -56,14 +57,34 @@ class FinetuneRun:
         return f"{self.init}-{budget_label(self.budget).replace('%', 'pct')}"
 
 
+def with_target(ctx: RunContext, indices: Sequence[int]) -> list[int]:
+    """The scans among `indices` that carry the task's target (a mask, or a class label):
+    unlabelled scans still join pretraining but are never drawn for a label budget or scored."""
+    if ctx.config.finetune.task == "segmentation":
+        return [i for i in indices if ctx.prepared.has_mask(i)]
+    return [i for i in indices if ctx.records[i].label is not None]
+
+
+def scored_holdout(ctx: RunContext) -> list[int]:
+    held = with_target(ctx, ctx.holdout)
+    if not held:
+        raise DataError(
+            f"{ctx.config.data.path}: none of the {len(ctx.holdout)} held-out scans has a "
+            f"{'mask' if ctx.config.finetune.task == 'segmentation' else 'label'} to score; "
+            "label more scans or raise data.holdout_fraction"
+        )
+    return held
+
+
 def finetune_runs(ctx: RunContext) -> list[FinetuneRun]:
     """Every fine-tuning sub-run of the config, in order. The labelled subset and its
     validation split depend only on (seed, budget): every init and repeat sees the same."""
     cfg = ctx.config.finetune
     stratify = cfg.task == "classification"
+    pool = with_target(ctx, ctx.train)
     runs = []
     for budget in cfg.label_budgets:
-        labelled = label_subset(ctx.records, ctx.train, budget, ctx.config.seed, stratify=stratify)
+        labelled = label_subset(ctx.records, pool, budget, ctx.config.seed, stratify=stratify)
         train, val = labelled, []
         if cfg.validation_fraction > 0:
             train, val = split_validation(
@@ -160,19 +181,24 @@ def finetune(ctx: RunContext) -> None:
     cfg = ctx.config.finetune
     task = task_of(ctx)
     classes = num_classes(ctx)
-    pretrained: dict[str, torch.Tensor] | None = None
+    pretrained: dict[str, tuple[dict[str, torch.Tensor], list[str] | None]] = {}
     for run in finetune_runs(ctx):
         key = f"finetune:{run.folder.name}"
         if ctx.state.is_done(key) and (run.folder / "model.safetensors").is_file():
             continue
+        state, keys = None, None
+        if run.init != "scratch":
+            if run.init not in pretrained:
+                source, changed = load_pretrained(ctx, run.init)
+                pretrained[run.init] = (source.state_dict(), changed)
+            state, keys = pretrained[run.init]
+        # Seeded after any loading, so every init and repeat draws its head the same way.
         L.seed_everything(run.seed, workers=True, verbose=False)
         encoder = ctx.build_encoder()
-        if run.init == "pretrained" and pretrained is None:
-            pretrained = load_pretrained_encoder(ctx).state_dict()
-        model = task.build_model(
-            encoder, classes, pretrained_state=pretrained if run.init == "pretrained" else None
-        )
-        steps = cfg.max_steps or cfg.epochs * max(1, math.ceil(len(run.train) / cfg.batch_size))
+        model = task.build_model(encoder, classes, pretrained_state=state, keys=keys)
+        # An epoch is a pass over the items served: slices for 2-D encoders on volumes.
+        items = len(ctx.dataset(run.train, task.purpose)) if ctx.slices else len(run.train)
+        steps = cfg.max_steps or cfg.epochs * max(1, math.ceil(items / cfg.batch_size))
         loader = ctx.loader(
             run.train, task.purpose, cfg.batch_size, samples=steps * cfg.batch_size, seed=run.seed
         )
@@ -232,7 +258,7 @@ def _holdout_metrics(ctx: RunContext, task: Any, classes: int, run: FinetuneRun)
         extra["roi_size"] = ctx.config.finetune.roi_size or ctx.config.data.preprocessing.get(
             "patch_size"
         )
-    metrics = task.evaluate(model.to(device), ctx, ctx.holdout, **extra)
+    metrics = task.evaluate(model.to(device), ctx, scored_holdout(ctx), **extra)
     names = card.label_map or {}
     # The hold-out size is in the report header, not a metric.
     named = {named_metric(m, names): v for m, v in metrics.items() if m != "n"}

@@ -39,21 +39,41 @@ def write_report(ctx: RunContext, *, seconds: float, write: bool = True) -> dict
         "device": device_name(),
         "seconds": round(seconds, 1),
         "subjects": {"train": len(ctx.train), "holdout": len(ctx.holdout)},
+        **_work_done(ctx.run_dir),
         "results": results,
     }
     if write and launch_world()[0] == 0:
         plots = ctx.run_dir / "plots"
         plots.mkdir(exist_ok=True)
         made = []
-        logs = sorted((ctx.run_dir / "pretrain" / "logs").glob("attempt*/csv/metrics.csv"))
-        if plot_loss_curve(logs, plots / "loss.png"):
-            made.append("plots/loss.png")
+        pretrained = ctx.run_dir / "pretrain"
+        # One curve per phase of a stage-wise pretraining (their losses differ in scale).
+        for folder in [pretrained, *sorted(pretrained.glob("phase*"))]:
+            name = "loss.png" if folder == pretrained else f"loss_{folder.name}.png"
+            logs = sorted((folder / "logs").glob("attempt*/csv/metrics.csv"))
+            if plot_loss_curve(logs, plots / name):
+                made.append(f"plots/{name}")
         made += plot_label_efficiency(results, plots)
+        if (ctx.run_dir / "reduce" / "reduction.png").is_file():
+            made.append("reduce/reduction.png")
         report["plots"] = made
         (ctx.run_dir / "report.json").write_text(json.dumps(report, indent=1))
         (ctx.run_dir / "report.md").write_text(markdown(report))
         print(results_table(results), flush=True)
     return report
+
+
+def _work_done(run_dir: Path) -> dict[str, Any]:
+    """What the reduce and pretrain stages of this run did: kept slices, steps and seconds."""
+    out: dict[str, Any] = {}
+    kept = run_dir / "reduce" / "kept.json"
+    if kept.is_file():
+        out["reduction"] = json.loads(kept.read_text()).get("summary", {})
+    card = run_dir / "pretrain" / "model.json"
+    if card.is_file():
+        saved = json.loads(card.read_text())
+        out["pretraining"] = {k: saved[k] for k in ("steps", "seconds") if k in saved}
+    return out
 
 
 def pivot(results: list[dict[str, Any]]) -> tuple[list[str], dict[tuple[str, str, str], dict[str, Any]]]:
@@ -104,6 +124,13 @@ def markdown(report: dict[str, Any]) -> str:
         f"Config hash `{report['config_hash']}`.",
         "",
     ]
+    if "reduction" in report:
+        r = report["reduction"]
+        lines += [f"Reduction kept {r.get('slices_kept')} of {r.get('slices_in')} slices "
+                  f"({r.get('ratio', 0):.1%}) in {r.get('seconds', 0):.1f} s.", ""]
+    if report.get("pretraining"):
+        p = report["pretraining"]
+        lines += [f"Pretraining: {p.get('steps')} steps in {p.get('seconds', 'n/a')} s.", ""]
     if results:
         lines += [
             "| stage | labels | metric | " + " | ".join(inits) + " |",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,9 @@ from medssl.pipelines.context import (
     build_modality,
     check_compatibility,
 )
-from medssl.pipelines.report import write_report
+from medssl.pipelines.report import cell, device_name, write_report
 from medssl.pipelines.splits import split_holdout
-from medssl.platform.config import PipelineConfig, load_config
+from medssl.platform.config import PipelineConfig, deep_merge, load_config, validate_config
 from medssl.platform.engine.trainer import launch_world
 from medssl.platform.errors import ConfigError, DataError
 
@@ -44,6 +47,9 @@ def validate_data(config: PipelineConfig) -> list[Problem]:
     """Every problem of the configured dataset, without writing anything."""
     if not config.data.path:
         raise ConfigError("data.path: no dataset given; set data.path=FOLDER_OR_MANIFEST")
+    if isinstance(config.data.path, list) or config.data.root:
+        modality = build_modality(config)
+        return [p for path in config.data.paths() for p in modality.validate(path)]
     return build_modality(config).validate(config.data.path)
 
 
@@ -71,12 +77,23 @@ def prepare_context(config: PipelineConfig, run_dir: Path) -> RunContext:
 
 
 def run_config(config: PipelineConfig, out: str | Path | None = None) -> dict[str, Any]:
-    """Run every stage of `config` in the run folder `out` and return the report."""
+    """Run every stage of `config` in the run folder `out` and return the report. A list of
+    datasets in `data.path` runs them one after the other (see `run_datasets`)."""
     run_dir = Path(out) if out is not None else default_run_dir(config)
+    if isinstance(config.data.path, list):
+        return run_datasets(config, run_dir)
+    if config.data.root:
+        config = dataset_config(config, config.data.paths()[0], keep_name=True)
+    return _run_dataset(config, run_dir)
+
+
+def _run_dataset(config: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     rank, _ = launch_world()
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        atomic_write_text(
+            run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False)
+        )
     started = time.perf_counter()
     ctx = prepare_context(config, run_dir)
     print(
@@ -89,11 +106,142 @@ def run_config(config: PipelineConfig, out: str | Path | None = None) -> dict[st
             print(f"== {stage} ==", flush=True)
             STAGE_FUNCTIONS[stage](ctx)
         elif stage == "reduce":
-            raise ConfigError(
-                "stages: 'reduce' has no strategy for this modality yet; remove it from stages"
-            )
-    report = write_report(ctx, seconds=time.perf_counter() - started, write="report" in config.stages)
+            from medssl.pipelines.reduce import reduce_stage
+
+            print("== reduce ==", flush=True)
+            reduce_stage(ctx)
+    report = write_report(
+        ctx, seconds=time.perf_counter() - started, write="report" in config.stages
+    )
     return report
+
+
+def dataset_config(config: PipelineConfig, path: str, keep_name: bool = False) -> PipelineConfig:
+    """`config` for one dataset: `data.path` is that (root-joined) path and `data.root` unset;
+    the dataset is named after its path unless `keep_name`."""
+    data = {"path": path, "root": None, **({} if keep_name else {"name": None})}
+    return validate_config(deep_merge(config.to_dict(), {"data": data}))
+
+
+def run_datasets(config: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+    """Every stage on each dataset of `data.path` in `<run_dir>/<dataset name>/` (each one
+    resumes on its own), then one report over all of them in `run_dir`: every dataset's rows
+    and, for more than one dataset, `average` rows (see `dataset_averages`)."""
+    rank, _ = launch_world()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        atomic_write_text(
+            run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False)
+        )
+    started = time.perf_counter()
+    reports = []
+    for path in config.data.paths():
+        single = dataset_config(config, path)
+        name = single.data.dataset_name()
+        print(f"=== dataset {name} ({path}) ===", flush=True)
+        reports.append(_run_dataset(single, run_dir / name))
+    return write_collection_report(
+        config,
+        run_dir,
+        reports,
+        seconds=time.perf_counter() - started,
+        write="report" in config.stages,
+    )
+
+
+# ----------------------------------------------------------------------------- several datasets
+
+
+def dataset_averages(results: list[dict[str, Any]], datasets: list[str]) -> list[dict[str, Any]]:
+    """Rows of dataset `average`: the mean over the datasets of every (stage, init, budget,
+    metric) that each of them reports with a value (e.g. the mean SVM accuracy over UCR
+    sets, the number papers quote); nothing for a single dataset."""
+    if len(datasets) < 2:
+        return []
+    values: dict[tuple[str, str, str, str], dict[str, float]] = defaultdict(dict)
+    for r in results:
+        key = (r["stage"], r["init"], r["label_budget"], r["metric"])
+        if r["value"] is not None:
+            values[key][r["dataset"]] = r["value"]
+    rows = []
+    for (stage, init, budget, metric), by_dataset in values.items():
+        if set(by_dataset) >= set(datasets):
+            mean = sum(by_dataset[d] for d in datasets) / len(datasets)
+            rows.append(
+                {
+                    "dataset": "average",
+                    "stage": stage,
+                    "init": init,
+                    "label_budget": budget,
+                    "metric": metric,
+                    "value": mean,
+                }
+            )
+    return rows
+
+
+def write_collection_report(
+    config: PipelineConfig,
+    run_dir: Path,
+    reports: list[dict[str, Any]],
+    *,
+    seconds: float,
+    write: bool = True,
+) -> dict[str, Any]:
+    """`report.json` / `report.md` of a run over several datasets: every dataset's rows, the
+    average rows, and each dataset's wall time and split sizes."""
+    names = [r["dataset"] for r in reports]
+    results = [row for r in reports for row in r["results"]]
+    report = {
+        "name": config.name,
+        "datasets": names,
+        "method": config.pretrain.init_label(),
+        "config_hash": config.config_hash(),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "device": device_name(),
+        "seconds": round(seconds, 1),
+        "per_dataset": {
+            r["dataset"]: {"seconds": r["seconds"], "subjects": r["subjects"]} for r in reports
+        },
+        "results": results + dataset_averages(results, names),
+    }
+    if write and launch_world()[0] == 0:
+        (run_dir / "report.json").write_text(json.dumps(report, indent=1))
+        (run_dir / "report.md").write_text(collection_markdown(report))
+        print(collection_markdown(report), flush=True)
+    return report
+
+
+def collection_markdown(report: dict[str, Any]) -> str:
+    """One table per (stage, label budget, init): a row per dataset (and the average row),
+    a column per metric."""
+    lines = [
+        f"# {report['name']}",
+        "",
+        f"{len(report['datasets'])} dataset(s), method `{report['method']}`. Device: "
+        f"{report['device']}. Wall time {report['seconds']} s. Config hash "
+        f"`{report['config_hash']}`. Each dataset's own run is in its sub-folder.",
+        "",
+    ]
+    tables: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in report["results"]:
+        tables[(r["stage"], r["label_budget"], r["init"])].setdefault(r["dataset"], {})[
+            r["metric"]
+        ] = r
+    for (stage, budget, init), by_dataset in tables.items():
+        metrics = list(dict.fromkeys(m for row in by_dataset.values() for m in row))
+        lines += [
+            f"## {stage}, {init}, labels {budget}",
+            "",
+            "| dataset | " + " | ".join(metrics) + " |",
+            "|---|" + "---|" * len(metrics),
+        ]
+        for dataset, row in by_dataset.items():
+            seconds = report["per_dataset"].get(dataset, {}).get("seconds")
+            label = dataset if seconds is None else f"{dataset} ({seconds:.0f} s)"
+            lines.append(f"| {label} | " + " | ".join(cell(row.get(m)) for m in metrics) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def run(

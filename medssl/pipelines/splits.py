@@ -32,7 +32,19 @@ def split_holdout(
         train = [i for i, r in enumerate(records) if i not in set(holdout)]
         if holdout and train:
             return train, holdout
-    return split_subjects(records, range(len(records)), holdout_fraction, seed, "data.holdout_fraction")
+    # Subjects without any target (no class, no mask) serve pretraining only: they all stay
+    # in training, and the labelled subjects alone are drawn for the hold-out.
+    targeted = [i for i, r in enumerate(records) if r.label is not None or r.mask is not None]
+    unlabelled = {r.subject_id for r in records} - {records[i].subject_id for i in targeted}
+    if not targeted or not unlabelled:
+        return split_subjects(
+            records, range(len(records)), holdout_fraction, seed, "data.holdout_fraction"
+        )
+    in_targeted = {records[i].subject_id for i in targeted}
+    pool = [i for i, r in enumerate(records) if r.subject_id in in_targeted]
+    train, holdout = split_subjects(records, pool, holdout_fraction, seed, "data.holdout_fraction")
+    rest = [i for i, r in enumerate(records) if r.subject_id in unlabelled]
+    return sorted(train + rest), holdout
 
 
 def split_subjects(

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import logging
 import math
+import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 
-from medssl.pipelines.context import RunContext, method_class
+from medssl.modalities.volume.slices import partition_slice_loader
+from medssl.pipelines import protocols
+from medssl.pipelines.context import RunContext, method_class, phase_key
 from medssl.pipelines.splits import budget_label, label_subset
 from medssl.platform.checkpoint import load_model, require_contract, save_model
 from medssl.platform.config import validate_section
 from medssl.platform.encoders import Encoder, architecture_of
+from medssl.platform.engine.distributed import barrier
 from medssl.platform.engine.pretrain import PretrainModule
 from medssl.platform.engine.trainer import build_trainer, last_checkpoint, launch_world
 from medssl.platform.errors import CheckpointError, ConfigError, DataError
@@ -43,17 +49,90 @@ def base_card(ctx: RunContext, encoder: Encoder) -> dict[str, Any]:
 
 
 def pretrain(ctx: RunContext) -> None:
-    cfg = ctx.config.pretrain
+    """Every phase of `pretrain` (the section itself, then `pretrain.then`) trains the same
+    encoder in turn; the last one's weights go to `pretrain/`, with a card that lists the
+    tensors pretraining changed (`initialises`), so fine-tuning copies exactly those."""
     out = ctx.run_dir / "pretrain"
     if ctx.state.is_done("pretrain") and (out / "model.safetensors").is_file():
         log.info("pretrain: already done in %s", out)
         return
     L.seed_everything(ctx.config.seed, workers=True, verbose=False)
     encoder = ctx.build_encoder()
-    cls = method_class(ctx.config)
-    settings = {k: v for k, v in cfg.method.items() if k != "name"}
-    method = cls(encoder, validate_section(cls.Config, settings, "pretrain.method"))
-    loader = ctx.loader(ctx.train, "pretrain", cfg.batch_size, distributed_shuffle=True)
+    initial = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+    phases = ctx.config.pretrain.phases()
+    cards, steps, seconds = [], 0, 0.0
+    for k, phase in enumerate(phases):
+        folder = out if len(phases) == 1 else out / f"phase{k + 1}-{phase.method['name']}"  # type: ignore[attr-defined]
+        key = "pretrain" if len(phases) == 1 else f"pretrain:{k + 1}"
+        if ctx.state.is_done(key) and (folder / "model.safetensors").is_file():
+            state, card = load_model(folder)
+            encoder.load_state_dict(state)
+            cards.append(card.method)
+            steps += int(getattr(card, "steps", 0) or 0)
+            seconds += float(getattr(card, "seconds", 0.0) or 0.0)
+            continue
+        started = time.perf_counter()
+        method, done_steps = _train_phase(ctx, encoder, k, folder)
+        took = time.perf_counter() - started
+        cards.append(method.card())
+        steps, seconds = steps + done_steps, seconds + took
+        if len(phases) > 1:
+            if launch_world()[0] == 0:
+                card = _pretrain_card(ctx, encoder, method.card(), (done_steps, took), initial)
+                save_model(folder, encoder.state_dict(), card)
+            ctx.state.mark_done(key)
+    if launch_world()[0] == 0:
+        method_card = cards[0] if len(cards) == 1 else {"name": ctx.method_name, "phases": cards}
+        card = _pretrain_card(ctx, encoder, method_card, (steps, seconds), initial)
+        save_model(out, encoder.state_dict(), card)
+    barrier()  # later stages on every rank read what rank 0 just wrote
+    ctx.state.mark_done("pretrain")
+
+
+def _pretrain_card(
+    ctx: RunContext, encoder: Encoder, method: dict[str, Any], work: tuple[int, float],
+    initial: dict[str, torch.Tensor],
+) -> dict[str, Any]:
+    """The card of pretrained weights: `steps` and `seconds` of training (this attempt's
+    wall time; a resumed attempt counts from where it resumed) and the changed tensors."""
+    card = base_card(ctx, encoder)
+    changed = [k for k, v in encoder.state_dict().items() if not torch.equal(v, initial[k])]
+    card.update(method=method, stage="pretrain", steps=work[0], seconds=round(work[1], 1),
+                initialises=changed)
+    return card
+
+
+def pretrain_loader(ctx: RunContext, requires: frozenset[str], batch_size: int) -> Any:
+    """Global batches of `batch_size` items split over the processes: volumes (or patches),
+    or for 2-D encoders slices, drawn as volumes x partitions when the method needs the
+    partition labels (one slice of each partition of each volume per batch)."""
+    kept = ctx.kept_index()
+    if not (ctx.slices and "partition" in requires):
+        return ctx.loader(ctx.train, "pretrain", batch_size, distributed_shuffle=True, kept=kept)
+    parts = ctx.modality.preprocessing.partitions  # type: ignore[attr-defined]
+    rank, world = launch_world()
+    if batch_size % (parts * world):
+        raise ConfigError(
+            f"pretrain.batch_size {batch_size}: a batch holds volumes x partitions slices, so it "
+            f"must be a multiple of data.preprocessing.partitions ({parts}) times the "
+            f"processes ({world})"
+        )
+    return partition_slice_loader(
+        ctx.prepared, ctx.train, volumes_per_batch=batch_size // parts // world,
+        partitions=parts, seed=ctx.config.seed,
+        slice_size=ctx.modality.preprocessing.slice_size,  # type: ignore[attr-defined]
+        kept=kept, num_workers=ctx.config.data.num_workers, num_replicas=world, rank=rank,
+    )
+
+
+def _train_phase(ctx: RunContext, encoder: Encoder, phase: int, folder: Path) -> tuple[Any, int]:
+    cfg = ctx.config.pretrain.phases()[phase]
+    cls = method_class(ctx.config, phase)
+    # Each phase seeds its own heads, so a resumed phase k starts as it did the first time.
+    L.seed_everything(ctx.config.seed + phase, workers=True, verbose=False)
+    settings = {k: v for k, v in cfg.method.items() if k != "name"}  # type: ignore[attr-defined]
+    method = cls(encoder, validate_section(cls.Config, settings, f"{phase_key(phase)}"))
+    loader = pretrain_loader(ctx, method.batch_requirements(), cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * len(loader)
     epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps / len(loader))
     module = PretrainModule(
@@ -66,28 +145,49 @@ def pretrain(ctx: RunContext) -> None:
     )
     trainer = build_trainer(
         ctx.config.trainer,
-        root_dir=out,
-        label=f"pretrain {ctx.method_name}",
+        root_dir=folder,
+        label=f"pretrain {cls.name}",
         max_epochs=epochs,
         max_steps=cfg.max_steps,
-        checkpoint_every_n_steps=cfg.checkpoint_every_n_steps,
+        checkpoint_every_n_steps=cfg.checkpoint_every_n_steps,  # type: ignore[attr-defined]
     )
-    resume = last_checkpoint(out)
+    resume = last_checkpoint(folder)
     if resume is not None:
         print(f"[pretrain] resuming from {resume.relative_to(ctx.run_dir)}", flush=True)
     trainer.fit(module, loader, ckpt_path=resume)
-    if trainer.global_rank == 0:
-        card = base_card(ctx, encoder)
-        card["method"] = method.card()
-        card["stage"] = "pretrain"
-        card["steps"] = int(trainer.global_step)
-        save_model(out, encoder.state_dict(), card)
-    ctx.state.mark_done("pretrain")
+    averaged = method.inference_encoder()
+    if averaged is not encoder:  # e.g. the SWA copy TS2Vec and AutoTCL evaluate with
+        encoder.load_state_dict(averaged.state_dict())
+    for parameter in encoder.parameters():  # a phase may freeze parts; the next one decides
+        parameter.requires_grad_(True)
+    return method, int(trainer.global_step)
 
 
 def load_pretrained_encoder(ctx: RunContext) -> Encoder:
     """A fresh encoder with the pretrained weights, after checking the card's contract."""
+    return load_pretrained(ctx)[0]
+
+
+def pretrained_folder(ctx: RunContext, init: str = "pretrained") -> Path:
+    """Where the weights of an init live: the pretraining's final model, or for `phase<k>`
+    the snapshot after the first k phases of a stage-wise pretraining."""
     folder = ctx.pretrained_dir()
+    phases = ctx.config.pretrain.phases()
+    if init == "pretrained" or int(init[5:]) == len(phases):
+        return folder
+    k = int(init[5:])
+    if k > len(phases):
+        raise ConfigError(
+            f"finetune.inits: '{init}' asks for phase {k} but pretraining has {len(phases)} "
+            f"phase(s); use phase1..phase{len(phases)} or pretrained"
+        )
+    return folder / f"phase{k}-{phases[k - 1].method['name']}"  # type: ignore[attr-defined]
+
+
+def load_pretrained(ctx: RunContext, init: str = "pretrained") -> tuple[Encoder, list[str] | None]:
+    """(encoder with the weights of `init`, the tensor names pretraining changed or None for
+    cards that do not say), after checking the card's contract."""
+    folder = pretrained_folder(ctx, init)
     try:
         state, card = load_model(folder)
     except CheckpointError:
@@ -108,29 +208,48 @@ def load_pretrained_encoder(ctx: RunContext) -> Encoder:
             f"set encoder.name={saved.encoder} and encoder.kwargs to match"
         )
     encoder.load_state_dict(state)
-    return encoder
+    return encoder, getattr(card, "initialises", None)
 
 
 def init_label(ctx: RunContext, init: str) -> str:
-    """How an initialisation is named in reports: the method's name for pretrained weights."""
-    return ctx.method_name if init == "pretrained" else init
+    """How an initialisation is named in reports: the pretraining's label (the method's name
+    by default) for pretrained weights, the first k phases' labels for `phase<k>`."""
+    if init == "pretrained":
+        return ctx.method_name
+    if init.startswith("phase"):
+        return ctx.config.pretrain.init_label(int(init[5:]))
+    return init
 
 
 # ----------------------------------------------------------------------------- probe
 
 
 def _features(ctx: RunContext, encoder: Encoder, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """One feature vector and label per scan; a 2-D encoder's slice features are averaged
+    over each volume's slices."""
     loader = ctx.loader(indices, "classification", ctx.config.probe.batch_size)
     feats, labels, _ = extract_features(encoder, loader)
-    return feats, labels
+    if not ctx.slices:
+        return feats, labels
+    owner = loader.dataset.volume_of_items()  # type: ignore[attr-defined]
+    pooled = np.stack([feats[owner == v].mean(axis=0) for v in range(len(indices))])
+    first = np.array([np.flatnonzero(owner == v)[0] for v in range(len(indices))])
+    return pooled, labels[first]
 
 
 def probe(ctx: RunContext) -> None:
+    """Frozen-encoder probes per init: linear / kNN / SVM (`protocols.svm_probe`) on global
+    features of the training scans vs the hold-out at each label budget, and the forecast
+    protocol (`protocols.forecast_probe`), which needs no labels."""
     cfg = ctx.config.probe
-    if _labels_missing(ctx):
+    labelled = [k for k in cfg.kinds if k in protocols.LABELLED_KINDS]
+    # Unlabelled scans may join pretraining; probes fit and score only the labelled ones.
+    train = [i for i in ctx.train if ctx.records[i].label is not None]
+    holdout = [i for i in ctx.holdout if ctx.records[i].label is not None]
+    if labelled and not (train and holdout):
         raise DataError(
-            f"{ctx.config.data.path}: probing needs a class label for every scan; "
-            "add a 'label' column to the manifest or drop 'probe' from stages"
+            f"{ctx.config.data.path}: probing needs class labels on training and held-out "
+            "scans; add a 'label' column to the manifest or drop 'probe' from stages"
         )
     for init in cfg.inits:
         key = f"probe:{init}"
@@ -138,33 +257,31 @@ def probe(ctx: RunContext) -> None:
             continue
         L.seed_everything(ctx.config.seed, verbose=False)
         encoder = load_pretrained_encoder(ctx) if init == "pretrained" else ctx.build_encoder()
-        train_x, train_y = _features(ctx, encoder, ctx.train)
-        test_x, test_y = _features(ctx, encoder, ctx.holdout)
-        position = {idx: k for k, idx in enumerate(ctx.train)}
         rows = []
-        for budget in cfg.label_budgets:
-            subset = label_subset(ctx.records, ctx.train, budget, ctx.config.seed, stratify=True)
-            rows_idx = [position[i] for i in subset]
-            for kind in cfg.kinds:
+        if labelled:
+            train_x, train_y = _features(ctx, encoder, train)
+            test_x, test_y = _features(ctx, encoder, holdout)
+            position = {idx: k for k, idx in enumerate(train)}
+        for budget in cfg.label_budgets if labelled else []:
+            subset = label_subset(ctx.records, train, budget, ctx.config.seed, stratify=True)
+            chosen = [position[i] for i in subset]
+            x, y = train_x[chosen], train_y[chosen]
+            for kind in labelled:
                 if kind == "linear":
-                    metrics = linear_probe(
-                        train_x[rows_idx], train_y[rows_idx], test_x, test_y, seed=ctx.config.seed
-                    )
+                    metrics = linear_probe(x, y, test_x, test_y, seed=ctx.config.seed)
+                elif kind == "svm":
+                    metrics = protocols.svm_probe(x, y, test_x, test_y, seed=ctx.config.seed)
                 else:
-                    metrics = knn_probe(
-                        train_x[rows_idx], train_y[rows_idx], test_x, test_y, k=cfg.knn_k
-                    )
+                    metrics = knn_probe(x, y, test_x, test_y, k=cfg.knn_k)
                 for metric, value in metrics.items():
                     rows.append(
                         ctx.row(f"probe/{kind}", init_label(ctx, init), budget_label(budget),
                                 metric, value)
                     )
+        if "forecast" in cfg.kinds:
+            rows += protocols.forecast_probe(ctx, encoder, init_label(ctx, init))
         print_rows(rows)
         ctx.state.mark_done(key, rows)
-
-
-def _labels_missing(ctx: RunContext) -> bool:
-    return any(ctx.records[i].label is None for i in ctx.train + ctx.holdout)
 
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
@@ -186,10 +303,10 @@ def num_classes(ctx: RunContext) -> int:
     if ctx.config.data.num_classes:
         return ctx.config.data.num_classes
     if ctx.config.finetune.task == "classification":
-        values = {ctx.records[i].label for i in ctx.train + ctx.holdout}
-        if None in values:
+        values = {ctx.records[i].label for i in ctx.train + ctx.holdout} - {None}
+        if not values:
             raise DataError(
-                f"{ctx.config.data.path}: classification needs a 'label' for every scan"
+                f"{ctx.config.data.path}: classification needs a 'label' for the labelled scans"
             )
         return max(2, int(max(values)) + 1)  # type: ignore[arg-type]
     return int(ctx.prepared.max_mask_label()) + 1

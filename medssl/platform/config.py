@@ -29,7 +29,14 @@ class DataConfig(Section):
     """Where the data is and how the modality prepares it."""
 
     modality: str = "volume"
-    path: str | None = Field(None, description="folder, manifest (.csv/.json) or array file")
+    path: str | list[str] | None = Field(
+        None,
+        description="folder, manifest (.csv/.json) or array file; a list runs the stages on "
+        "each dataset in turn (`medssl run` only), reported together",
+    )
+    root: str | None = Field(
+        None, description="folder that relative entries of data.path are read from"
+    )
     name: str | None = Field(None, description="dataset name in reports; default: path stem")
     preprocessing: dict[str, Any] = Field(default_factory=dict)
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
@@ -37,18 +44,47 @@ class DataConfig(Section):
     num_workers: int = Field(0, ge=0)
     num_classes: int | None = Field(None, ge=2)
 
+    @field_validator("path")
+    @classmethod
+    def _paths(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            if not value or any(not str(p).strip() for p in value):
+                raise ValueError("a list of datasets needs at least one non-empty path")
+            names = [_stem(p) for p in value]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(
+                    f"lists datasets with the same name {twice}; each one reports (and runs) "
+                    "under its file or folder name, so give distinct ones"
+                )
+        return value
+
+    def paths(self) -> list[str]:
+        """Every dataset path, relative ones joined to `root`."""
+        raw = self.path if isinstance(self.path, list) else [self.path] if self.path else []
+        return [str(Path(self.root) / p) if self.root else p for p in raw]
+
     def dataset_name(self) -> str:
         if self.name:
             return self.name
+        if isinstance(self.path, list):
+            return f"{len(self.path)} datasets"
         if self.path:
-            p = Path(self.path)
-            return p.name.split(".")[0] if p.suffix else p.name
+            return _stem(self.path)
         return "dataset"
+
+
+def _stem(path: str) -> str:
+    """A dataset's name from its path: `ucr/ArrowHead` -> ArrowHead, `ETTh2.csv` -> ETTh2."""
+    p = Path(path)
+    stem = p.name.split(".")[0] if p.suffix else p.name
+    # `data/ct/manifest.csv` is the dataset "ct", not "manifest".
+    return p.parent.name if stem in ("manifest", "dataset") and p.parent.name else stem
 
 
 class EncoderConfig(Section):
     name: str | None = Field(None, description="default: the modality's default encoder")
-    spatial_dims: Literal[2, 3] = 3
+    spatial_dims: Literal[1, 2, 3] = Field(3, description="1: series, 2: images or slices")
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -62,23 +98,57 @@ class OptimConfig(Section):
 
 
 class ReduceConfig(Section):
-    strategy: str = "every_nth"
+    """Dataset reduction before pretraining (METHODS.md section 8): a registered strategy,
+    its threshold, and its other settings (`kwargs`, checked by the strategy itself)."""
+
+    strategy: str = Field("dhash", description="dhash, ssim, mutual_information, every_nth")
+    threshold: float | None = Field(None, description="default: the strategy's own")
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+def _has_name(value: dict[str, Any]) -> dict[str, Any]:
+    if "name" not in value:
+        raise ValueError("needs a 'name' (e.g. name: simclr)")
+    return value
+
+
+class PretrainPhase(OptimConfig):
+    """A later phase of a stage-wise schedule: its method and its own optimisation settings
+    (e.g. the local stage after the global one, Chaitanya et al. 2020)."""
+
+    method: dict[str, Any]
+    checkpoint_every_n_steps: int = Field(25, ge=1)
+    label: str | None = Field(None, description="this phase's name in reports; default: method")
+
+    _name = field_validator("method")(classmethod(lambda cls, v: _has_name(v)))
 
 
 class PretrainConfig(OptimConfig):
     method: dict[str, Any] = Field(default_factory=lambda: {"name": "simclr"})
     checkpoint_every_n_steps: int = Field(25, ge=1)
+    then: list[PretrainPhase] = Field(
+        default_factory=list,
+        description="further phases trained in order on the same encoder (stage-wise schedule)",
+    )
+    label: str | None = Field(
+        None,
+        description="name of this (first) phase in reports; default: the method's name. "
+        "A multi-phase init is named by its phases' labels joined by '+'",
+    )
     from_checkpoint: str | None = Field(
         None, description="a model folder to probe/fine-tune instead of pretraining here"
     )
 
-    @field_validator("method")
-    @classmethod
-    def _has_name(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if "name" not in value:
-            raise ValueError("needs a 'name' (e.g. name: simclr)")
-        return value
+    _name = field_validator("method")(classmethod(lambda cls, v: _has_name(v)))
+
+    def phases(self) -> list[OptimConfig]:
+        """Every phase in order: this section itself, then `then`."""
+        return [self, *self.then]
+
+    def init_label(self, phases: int | None = None) -> str:
+        """How the encoder after the first `phases` phases (all by default) is named."""
+        chosen = self.phases()[: phases or None]
+        return "+".join(p.label or str(p.method["name"]) for p in chosen)  # type: ignore[attr-defined]
 
 
 #: A label budget: a whole number counts labelled subjects (`4`), a float in (0, 1] is a
@@ -101,8 +171,10 @@ def _check_budgets(budgets: list[Budget]) -> list[Budget]:
 class FinetuneConfig(OptimConfig):
     task: Literal["segmentation", "classification"] = "segmentation"
     label_budgets: list[Budget] = Field(default_factory=lambda: [1.0])
-    inits: list[Literal["pretrained", "scratch"]] = Field(
-        default_factory=lambda: ["pretrained", "scratch"]
+    inits: list[str] = Field(
+        default_factory=lambda: ["pretrained", "scratch"],
+        description="pretrained (after every phase), phase<k> (after the first k phases of a "
+        "stage-wise pretraining) or scratch",
     )
     roi_size: list[int] | None = Field(None, description="sliding window; default patch_size")
     batch_size: int = Field(2, ge=1)
@@ -125,9 +197,36 @@ class FinetuneConfig(OptimConfig):
 
     _budgets = field_validator("label_budgets")(_check_budgets)
 
+    @field_validator("inits")
+    @classmethod
+    def _inits(cls, inits: list[str]) -> list[str]:
+        for init in inits:
+            if init not in ("pretrained", "scratch") and not (
+                init.startswith("phase") and init[5:].isdigit() and int(init[5:]) >= 1
+            ):
+                raise ValueError(
+                    f"init '{init}' is not one of pretrained, scratch or phase<k> (e.g. phase1)"
+                )
+        return inits
+
+
+#: TS2Vec's forecasting horizons (steps ahead) for hourly ETT data.
+FORECAST_HORIZONS = [24, 48, 168, 336, 720]
+
 
 class ProbeConfig(Section):
-    kinds: list[Literal["linear", "knn"]] = Field(default_factory=lambda: ["linear", "knn"])
+    """Frozen-encoder probes. `linear` / `knn`: logistic regression / kNN on global features;
+    `svm`: TS2Vec's RBF SVM (C by cross-validation on train); `forecast`: TS2Vec's ridge
+    forecast from causal sliding representations, one result per horizon in `horizons`."""
+
+    kinds: list[Literal["linear", "knn", "svm", "forecast"]] = Field(
+        default_factory=lambda: ["linear", "knn"]
+    )
+    horizons: list[int] = Field(
+        default_factory=lambda: list(FORECAST_HORIZONS),
+        description="forecast probe: steps ahead to predict",
+    )
+    forecast_window: int = Field(200, ge=0, description="forecast probe: past steps encoded")
     label_budgets: list[Budget] = Field(default_factory=lambda: [1.0])
     inits: list[Literal["pretrained", "random"]] = Field(
         default_factory=lambda: ["pretrained", "random"]
@@ -136,6 +235,13 @@ class ProbeConfig(Section):
     knn_k: int = Field(20, ge=1)
 
     _budgets = field_validator("label_budgets")(_check_budgets)
+
+    @field_validator("horizons")
+    @classmethod
+    def _horizons(cls, value: list[int]) -> list[int]:
+        if not value or any(h < 1 for h in value):
+            raise ValueError(f"needs at least one horizon, each >= 1 step; got {value}")
+        return value
 
 
 class TrainerConfig(Section):
@@ -225,17 +331,31 @@ def apply_override(raw: dict[str, Any], override: str) -> dict[str, Any]:
     except yaml.YAMLError:
         value = text
     out = copy.deepcopy(raw)
-    node = out
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
+    node: Any = out
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            # `pretrain.then.0.lr=...`: a number steps into a list of sections.
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(
+                    f"override '{override}': {'.'.join(parts[:i])} is a list of {len(node)}; "
+                    f"use an index 0..{len(node) - 1}, not '{part}'"
+                )
+            if last:
+                node[int(part)] = value
+                return out
+            node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
             raise ConfigError(
-                f"override '{override}': {'.'.join(parts[: i + 1])} is a value, not a section"
+                f"override '{override}': {'.'.join(parts[:i])} is a value, not a section"
             )
-        node = child
-    node[parts[-1]] = value
+        if last:
+            node[part] = value
+            return out
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
     return out
 
 

@@ -84,3 +84,42 @@ def test_augmentation_quick(tmp_path: Path) -> None:
         assert run["ratio_medssl_over_monai"] == pytest.approx(
             run["medssl"]["samples_per_s"] / run["monai"]["samples_per_s"]
         )
+
+
+@pytest.mark.slow
+def test_reduction_quick(tmp_path: Path) -> None:
+    result = _run("reduction.py", tmp_path / "reduction.json")
+    _check_environment(result)
+    assert result["benchmark"] == "reduction"
+    assert result["cases"]
+    for case in result["cases"].values():
+        n = case["n_slices"]
+        for stage in ("hash", "select"):
+            for impl in ("imagehash", "medssl_cpu"):
+                _check_timing(case[stage][impl], "slices_per_s", n)
+            assert case[stage]["ratio_medssl_cpu_over_imagehash"] == pytest.approx(
+                case[stage]["medssl_cpu"]["slices_per_s"] / case[stage]["imagehash"]["slices_per_s"]
+            )
+        # Both hash the same 8-bit slices the same way: the kept slices must agree too.
+        assert case["agreement"]["bit_fraction"] >= 0.97
+        assert case["agreement"]["same_kept_slices"]
+
+
+@pytest.mark.slow
+def test_ts2vec_loss_quick(tmp_path: Path) -> None:
+    result = _run("ts2vec_loss.py", tmp_path / "ts2vec_loss.json")
+    _check_environment(result)
+    assert result["benchmark"] == "ts2vec_loss"
+    assert [run["length"] for run in result["runs"]] == result["parameters"]["lengths"]
+    for run in result["runs"]:
+        for impl in ("medssl", "unfused"):
+            assert (
+                run[impl]["median_s"]
+                == sorted(run[impl]["times_s"])[len(run[impl]["times_s"]) // 2]
+            )
+            assert run[impl]["peak_bytes"] > 0
+        # The same loss on the same inputs, computed two ways.
+        assert run["loss_relative_difference"] < 1e-5
+        assert run["speedup_medssl_over_unfused"] == pytest.approx(
+            run["unfused"]["median_s"] / run["medssl"]["median_s"]
+        )

@@ -3,6 +3,7 @@ initialisation), the loss curve and the label-efficiency plots."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,20 @@ def test_repeated_runs_show_mean_and_spread() -> None:
     ]
     table = results_table(rows).splitlines()
     assert table[-1].split() == ["finetune", "10%", "auroc", "0.7800", "±", "0.0150", "0.7500"]
+
+
+def test_report_records_reduction_and_pretraining_work(tmp_path: Path) -> None:
+    from medssl.pipelines.report import _work_done, markdown
+
+    (tmp_path / "reduce").mkdir()
+    (tmp_path / "pretrain").mkdir()
+    summary = {"volumes": 2, "slices_in": 40, "slices_kept": 10, "ratio": 0.25, "seconds": 1.5}
+    (tmp_path / "reduce" / "kept.json").write_text(json.dumps({"summary": summary}))
+    (tmp_path / "pretrain" / "model.json").write_text(json.dumps({"steps": 30, "seconds": 12.5}))
+    work = _work_done(tmp_path)
+    assert work == {"reduction": summary, "pretraining": {"steps": 30, "seconds": 12.5}}
+    report = {"name": "r", "dataset": "d", "method": "m", "subjects": {"train": 1, "holdout": 1},
+              "device": "cpu", "seconds": 1, "config_hash": "h", "results": [], **work}
+    text = markdown(report)
+    assert "Reduction kept 10 of 40 slices (25.0%) in 1.5 s." in text
+    assert "Pretraining: 30 steps in 12.5 s." in text

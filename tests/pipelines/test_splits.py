@@ -175,3 +175,15 @@ def test_budget_larger_than_the_training_split_is_an_error(budget: int) -> None:
 )
 def test_budget_label(budget: int | float, text: str) -> None:
     assert budget_label(budget) == text
+
+
+def test_unlabelled_subjects_stay_in_training() -> None:
+    labelled = _cohort([1] * 8, labels=[0, 1] * 4)
+    unlabelled = [Record(subject_id=f"u{k}", image=f"u{k}.nii.gz") for k in range(6)]
+    records = labelled + unlabelled
+    train, holdout = split_holdout(records, 0.25, 0)
+    assert all(records[i].label is not None for i in holdout)
+    assert len(holdout) == 2  # a quarter of the 8 labelled subjects, whatever is unlabelled
+    assert set(range(8, 14)) <= set(train)
+    # The labelled split does not move when unlabelled scans are added.
+    assert split_holdout(labelled, 0.25, 0)[1] == holdout

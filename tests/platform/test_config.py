@@ -165,7 +165,7 @@ def test_every_problem_is_listed_at_once() -> None:
         ("finetune.label_budgets=[4, 1.5]", "finetune.label_budgets", "1.5", ["(0, 1]"]),
         ("probe.label_budgets=[]", "probe.label_budgets", "[]", ["at least one"]),
         ("finetune.inits=[imagenet]", "finetune.inits", "'imagenet'", ["pretrained", "scratch"]),
-        ("probe.kinds=[svm]", "probe.kinds", "'svm'", ["linear", "knn"]),
+        ("probe.kinds=[lda]", "probe.kinds", "'lda'", ["linear", "knn", "svm", "forecast"]),
         ("pretrain.batch_size=0", "pretrain.batch_size", "0", ["greater than or equal to 1"]),
         ("data.holdout_fraction=1.5", "data.holdout_fraction", "1.5", ["less than 1"]),
         ("encoder.spatial_dims=4", "encoder.spatial_dims", "4", ["2", "3"]),
@@ -248,7 +248,7 @@ def _perturbations(value: Any) -> list[Any]:
     if isinstance(value, int):
         return [value + 1, value - 1]
     if isinstance(value, float):
-        return [value / 2]
+        return [value / 2] if value else [0.1]  # halving 0.0 would change nothing
     return []
 
 
@@ -327,3 +327,14 @@ def test_every_preset_validates(preset: Path) -> None:
     cls = method_class(config)
     settings = {k: v for k, v in config.pretrain.method.items() if k != "name"}
     validate_section(cls.Config, settings, "pretrain.method")
+
+
+def test_overrides_step_into_lists_of_sections() -> None:
+    base = ["pretrain.then=[{method: {name: simclr}, max_steps: 5}]"]
+    config = load_config(None, [*base, "pretrain.then.0.max_steps=3"])
+    assert config.pretrain.then[0].max_steps == 3
+    assert config.pretrain.init_label() == "simclr+simclr"
+    with pytest.raises(ConfigError, match=r"pretrain.then is a list of 1; use an index 0..0"):
+        load_config(None, [*base, "pretrain.then.1.lr=0.1"])
+    with pytest.raises(ConfigError, match=r"pretrain.then.0.method: needs a 'name'"):
+        load_config(None, ["pretrain.then=[{method: {temperature: 0.2}}]"])

@@ -4,11 +4,11 @@ cache and datasets, behind the `Modality` protocol.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch.utils.data import Dataset
 
 from medssl.modalities.base import Modality, Problem, Purpose, Record
@@ -17,6 +17,7 @@ from medssl.modalities.volume.dataset import VolumeDataset
 from medssl.modalities.volume.geometry import check_axis_codes
 from medssl.modalities.volume.manifest import scan_records
 from medssl.modalities.volume.prepared import PreparedVolumes
+from medssl.modalities.volume.slices import SliceDataset
 from medssl.modalities.volume.validate import validate_dataset
 from medssl.platform.registry import MODALITIES
 
@@ -31,6 +32,11 @@ class VolumePreprocessing(BaseModel):
         (MedMNIST) are already windowed and are divided by 255 whatever this says.
     patch_size: crop size in voxels for training and embedding; None serves whole volumes.
     foreground_crop_prob: chance that a segmentation crop is centred on a foreground voxel.
+    slice_size: (X, Y) axial slices are centre-cropped or padded to, for 2-D encoders.
+    partitions: S equal slice-position bins along the slice axis (2-D encoders; the
+        partition-aware global contrast of Chaitanya et al. 2020 draws one slice per bin).
+
+    The last four only say how cached volumes are served; changing them keeps the cache.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -42,6 +48,8 @@ class VolumePreprocessing(BaseModel):
     percentiles: tuple[float, float] = (0.5, 99.5)
     patch_size: tuple[int, int, int] | None = None
     foreground_crop_prob: float = 0.5
+    slice_size: tuple[int, int] | None = None
+    partitions: int = Field(4, ge=1)
 
     @field_validator("orientation")
     @classmethod
@@ -55,11 +63,11 @@ class VolumePreprocessing(BaseModel):
             raise ValueError(f"spacing must be positive millimetres; got {value}")
         return value
 
-    @field_validator("patch_size")
+    @field_validator("patch_size", "slice_size")
     @classmethod
-    def _patch(cls, value: tuple[int, int, int] | None) -> Any:
+    def _patch(cls, value: tuple[int, ...] | None) -> Any:
         if value is not None and min(value) < 1:
-            raise ValueError(f"patch_size must be positive voxel counts; got {value}")
+            raise ValueError(f"patch and slice sizes must be positive voxel counts; got {value}")
         return value
 
     @field_validator("foreground_crop_prob")
@@ -91,7 +99,9 @@ class VolumeModality(Modality):
     """
 
     name: ClassVar[str] = "volume"
-    provides: ClassVar[frozenset[str]] = frozenset({"subject", "spacing", "label", "mask", "index"})
+    provides: ClassVar[frozenset[str]] = frozenset(
+        {"subject", "spacing", "label", "mask", "index", "partition", "position"}
+    )
     default_encoder: ClassVar[str] = "unet"
     Preprocessing: ClassVar[type[BaseModel]] = VolumePreprocessing
 
@@ -107,8 +117,29 @@ class VolumeModality(Modality):
         return prepare_volumes(records, cache_dir, self.preprocessing)
 
     def dataset(
-        self, prepared: Any, indices: Sequence[int], purpose: Purpose, seed: int = 0
+        self,
+        prepared: Any,
+        indices: Sequence[int],
+        purpose: Purpose,
+        seed: int = 0,
+        *,
+        slices: bool = False,
+        kept: Mapping[str, Sequence[int]] | None = None,
     ) -> Dataset:
+        """Volumes (3-D encoders), or with `slices` their axial slices (2-D encoders), for
+        every purpose but "evaluate", which always serves whole volumes. `kept` (slices only):
+        a dataset-reduction kept-index, Record.image -> slice positions to serve."""
+        if slices and purpose != "evaluate":
+            return SliceDataset(
+                prepared,
+                indices,
+                partitions=self.preprocessing.partitions,
+                slice_size=self.preprocessing.slice_size,
+                kept=kept,
+                with_mask=purpose == "segmentation",
+            )
+        if kept is not None:
+            raise ValueError("a kept-index selects slices; it needs slices=True")
         return VolumeDataset(
             prepared,
             indices,

@@ -35,6 +35,9 @@ _PROGRESS_MIN_ITEMS = 4  # fewer entries than this build without a progress bar
 log = logging.getLogger(__name__)
 
 
+SERVING_ONLY = frozenset({"patch_size", "foreground_crop_prob", "slice_size", "partitions"})
+
+
 def config_hash(preprocessing: BaseModel | dict[str, Any]) -> str:
     """sha256 of the preprocessing settings (and the cache format version)."""
     cfg = (
@@ -42,6 +45,8 @@ def config_hash(preprocessing: BaseModel | dict[str, Any]) -> str:
         if isinstance(preprocessing, BaseModel)
         else dict(preprocessing)
     )
+    # Settings that only say how cached arrays are served (crops, slices) keep the cache.
+    cfg = {k: v for k, v in cfg.items() if k not in SERVING_ONLY}
     text = json.dumps({"version": CACHE_VERSION, "preprocessing": cfg}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -367,10 +367,40 @@ def _subject_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+#: HU -> T1-weighted signal knots for `mr_from_ct`: air dark, fat bright, fluid darker than
+#: soft tissue, liver brighter than spleen and kidneys, marrow bright, cortical bone dark.
+_T1_KNOTS = (
+    (-1000.0, -400.0, -150.0, -50.0, 0.0, 30.0, 45.0, 60.0, 150.0, 400.0, 1000.0),
+    (0.02, 0.10, 0.95, 0.90, 0.35, 0.45, 0.50, 0.62, 0.50, 0.65, 0.20),
+)
+
+
+def mr_from_ct(hu: np.ndarray, seed: int) -> np.ndarray:
+    """A T1-weighted-looking MR image (int16 arbitrary units, about 0..1000) from a phantom's
+    HU image: a tissue contrast that is not monotonic in HU (`_T1_KNOTS`), a smooth
+    multiplicative bias field (coil inhomogeneity, about ±20 %) and Rician noise."""
+    rng = np.random.default_rng([seed, 1])
+    signal = np.interp(hu.astype(np.float32), *_T1_KNOTS).astype(np.float32)
+    field = ndimage.gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32),
+                                    sigma=[s / 3 for s in hu.shape])
+    field /= max(float(np.abs(field).max()), 1e-6)
+    signal *= np.exp(0.2 * field)
+    sigma = rng.uniform(0.015, 0.035)
+    real = signal + rng.normal(0.0, sigma, hu.shape).astype(np.float32)
+    imaginary = rng.normal(0.0, sigma, hu.shape).astype(np.float32)
+    return np.round(1000.0 * np.sqrt(real**2 + imaginary**2)).astype(np.int16)
+
+
 def write_cohort(
-    folder: str | Path, n_subjects: int = 8, *, seed: int = 0, dicom_subjects: int = 1
+    folder: str | Path,
+    n_subjects: int = 8,
+    *,
+    seed: int = 0,
+    dicom_subjects: int = 1,
+    modality: str = "ct",
 ) -> Path:
-    """Write a labelled phantom cohort and return its manifest (`manifest.csv`).
+    """Write a labelled phantom cohort and return its manifest (`manifest.csv`). With
+    `modality="mr"` the images are T1-weighted-looking MR (`mr_from_ct`), same anatomy.
 
     Layout: `imagesTr/<id>.nii.gz` (int16 HU), `labelsTr/<id>.nii.gz` (uint8, `LABEL_MAP`),
     `dicom/<id>/` (a DICOM series instead of the NIfTI image, for the first `dicom_subjects`),
@@ -385,6 +415,10 @@ def write_cohort(
         raise ValueError(f"n_subjects must be at least 1, got {n_subjects}")
     if not 0 <= dicom_subjects <= n_subjects:
         raise ValueError(f"dicom_subjects must be in [0, {n_subjects}], got {dicom_subjects}")
+    if modality not in ("ct", "mr"):
+        raise ValueError(f"modality must be 'ct' or 'mr', got {modality!r}")
+    if modality == "mr" and dicom_subjects:
+        raise ValueError("MR phantoms are written as NIfTI only; set dicom_subjects=0")
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     manifest = root / "manifest.csv"
@@ -394,6 +428,8 @@ def write_cohort(
         subject_id = f"phantom_{index:03d}"
         subject_seed = _subject_seed(seed, index)
         image, labels, affine = generate_phantom(subject_seed)
+        if modality == "mr":
+            image = mr_from_ct(image, subject_seed)
         label_ref = f"labelsTr/{subject_id}.nii.gz"
         write_nifti(root / label_ref, labels, affine)
         if index < dicom_subjects:

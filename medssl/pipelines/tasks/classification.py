@@ -124,12 +124,14 @@ class ClassificationTask:
         encoder: Encoder,
         num_classes: int,
         pretrained_state: Mapping[str, torch.Tensor] | None = None,
+        keys: Sequence[str] | None = None,
     ) -> ClassificationNet:
-        """With `pretrained_state`, the encoder tensors under `encoder.encoder_prefixes` (all
-        of them when it declares none) are copied; the head stays fresh."""
+        """With `pretrained_state`, the encoder tensors named in `keys` (what pretraining
+        changed), else those under `encoder.encoder_prefixes` (all of them when it declares
+        none), are copied; the head stays fresh."""
         model = ClassificationNet(encoder, num_classes)
         if pretrained_state is not None:
-            prefixes = encoder.encoder_prefixes or None
+            prefixes = keys if keys else (encoder.encoder_prefixes or None)
             model.init_report = load_encoder_weights(encoder, pretrained_state, prefixes)
         return model
 

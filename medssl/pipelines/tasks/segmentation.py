@@ -28,13 +28,18 @@ def build_segmenter(
     encoder: Encoder,
     num_classes: int,
     pretrained_state: Mapping[str, torch.Tensor] | None = None,
+    keys: Sequence[str] | None = None,
 ) -> SegmentationNet:
-    """`SegmentationNet(encoder, num_classes)`; with `pretrained_state`, the tensors under
-    `encoder.encoder_prefixes` are copied from it and the decoder and head stay fresh.
-    The copy counts are kept as `model.init_report` (None without a pretrained state)."""
+    """`SegmentationNet(encoder, num_classes)`; with `pretrained_state`, the tensors named in
+    `keys` (what pretraining changed: the encoder, and decoder blocks a local stage trained)
+    or else those under `encoder.encoder_prefixes` are copied from it; the rest of the
+    decoder and the head stay fresh. The copy counts are kept as `model.init_report` (None
+    without a pretrained state)."""
     model = SegmentationNet(encoder, num_classes)
     model.init_report = None
-    if pretrained_state is not None:
+    if pretrained_state is not None and keys:
+        model.init_report = load_encoder_weights(encoder, pretrained_state, keys)
+    elif pretrained_state is not None:
         if not encoder.encoder_prefixes:
             raise ValueError(
                 f"encoder '{encoder.name}' declares no encoder_prefixes, so its pretrained "
@@ -101,6 +106,25 @@ def _volumes(
                     f"mask {tuple(mask[b].shape)} does not match image {tuple(x[b].shape)}"
                 )
             yield x[b : b + 1], m, None if spacing is None else spacing[b]
+
+
+class SliceWise(torch.nn.Module):
+    """A 2-D segmenter applied to every axial slice of a volume: (B, C, X, Y, Z) in,
+    (B, K, X, Y, Z) logits out, so volumes are scored in 3-D whatever the network saw."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, *plane, depth = x.shape
+        slices = x.permute(0, 4, 1, 2, 3).reshape(b * depth, c, *plane)
+        logits = self.model(slices)
+        return logits.reshape(b, depth, -1, *plane).permute(0, 2, 3, 4, 1)
+
+
+#: Slices per sliding window when a 2-D segmenter is scored on volumes.
+SLICES_PER_WINDOW = 8
 
 
 def evaluate_segmentation(
@@ -178,8 +202,9 @@ class SegmentationTask:
         encoder: Encoder,
         num_classes: int,
         pretrained_state: Mapping[str, torch.Tensor] | None = None,
+        keys: Sequence[str] | None = None,
     ) -> SegmentationNet:
-        return build_segmenter(encoder, num_classes, pretrained_state)
+        return build_segmenter(encoder, num_classes, pretrained_state, keys)
 
     def loss(self) -> torch.nn.Module:
         return DiceCELoss(to_onehot_y=True, softmax=True)
@@ -211,8 +236,9 @@ class SegmentationTask:
         the volumes, from which the "evaluate" dataset and `finetune.roi_size` are taken.
         `num_classes` defaults to the head's output channels.
         """
+        net: torch.nn.Module = model
         if indices is not None:
-            roi_size = roi_size or data.config.finetune.roi_size
+            roi_size = roi_size or data.config.finetune.roi_size or _slice_roi(data)
             data = data.dataset(list(indices), "evaluate")
             if roi_size is None:
                 raise ConfigError(
@@ -221,8 +247,10 @@ class SegmentationTask:
                 )
         if roi_size is None:
             raise ValueError("roi_size is needed for sliding-window evaluation")
+        if model.encoder.spatial_dims == 2 and len(roi_size) == 3:
+            net = SliceWise(model)  # a slice model scored on whole volumes
         classes = num_classes or int(model.head.out_channels)
-        result = evaluate_segmentation(model, data, roi_size, classes, spacing_key)
+        result = evaluate_segmentation(net, data, roi_size, classes, spacing_key)
         flat = {"mean_dice": result["mean_dice"], "mean_hd95": result["mean_hd95"]}
         flat.update({f"dice/{k}": v for k, v in result["dice"].items()})
         flat.update({f"hd95/{k}": v for k, v in result["hd95"].items()})
@@ -231,4 +259,17 @@ class SegmentationTask:
     def validation_score(self, model: SegmentationNet, ctx: Any, indices: Sequence[int]) -> float:
         """Mean foreground Dice (sliding window) on the volumes `indices` (higher is better)."""
         return float(self.evaluate(model, ctx, indices)["mean_dice"])
+
+
+def _slice_roi(ctx: Any) -> tuple[int, ...] | None:
+    """For a 2-D segmenter on volumes: windows of the slice size, `SLICES_PER_WINDOW` deep."""
+    if not getattr(ctx, "slices", False):
+        return None
+    size = ctx.config.data.preprocessing.get("slice_size")
+    if size is None:
+        raise ConfigError(
+            "data.preprocessing.slice_size: a 2-D segmenter is scored on volumes in windows of "
+            "the slice size; set it, e.g. [128, 128], or set finetune.roi_size=[X, Y, Z]"
+        )
+    return (*size, SLICES_PER_WINDOW)
 

@@ -1,5 +1,5 @@
 """Encoders: networks that turn a batch into a global vector and, with a decoder, a dense map.
-Importing this package registers the MONAI encoders in `ENCODERS`."""
+Importing this package registers the MONAI, TS2Vec and tsai encoders in `ENCODERS`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from medssl.platform.encoders.factory import (
 from medssl.platform.encoders.resnet import ResNetEncoder
 from medssl.platform.encoders.segresnet import SegResNetEncoder
 from medssl.platform.encoders.swinunetr import SwinUNETREncoder
+from medssl.platform.encoders.ts2vec import TS2VecEncoder, causal_sliding_representations
+from medssl.platform.encoders.tsai import TsaiEncoder
 from medssl.platform.encoders.unet import UNetEncoder
 
 __all__ = [
@@ -22,9 +24,12 @@ __all__ = [
     "SegResNetEncoder",
     "SegmentationNet",
     "SwinUNETREncoder",
+    "TS2VecEncoder",
+    "TsaiEncoder",
     "UNetEncoder",
     "architecture_of",
     "build_encoder",
+    "causal_sliding_representations",
     "encoder_from_architecture",
     "encoder_options",
 ]

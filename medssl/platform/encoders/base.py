@@ -16,7 +16,8 @@ class EncoderOutput:
 
     global_features: (B, feature_dim), pooled from the deepest encoder level.
     dense: (B, dense_dim, *spatial) decoder map at the input's spatial size, or None for
-        encoders without a decoder (ResNet).
+        encoders without a decoder (ResNet). Series encoders (spatial_dims 1) put their
+        per-step representation here: (B, dense_dim, T).
     """
 
     global_features: torch.Tensor
@@ -37,8 +38,9 @@ class Encoder(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int) -> None:
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        # 1 is a series (B, C, T); 2 and 3 are images and volumes.
+        if spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         self.spatial_dims = spatial_dims

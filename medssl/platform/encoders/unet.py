@@ -52,6 +52,8 @@ class UNetEncoder(MonaiEncoder):
     name = "unet"
     has_decoder = True
     encoder_prefixes = ("net.conv_0.", "net.down_1.", "net.down_2.", "net.down_3.", "net.down_4.")
+    #: State-dict prefixes of the four decoder blocks, deepest first (the order `decode` runs).
+    decoder_prefixes = ("net.upcat_4.", "net.upcat_3.", "net.upcat_2.", "net.upcat_1.")
 
     def __init__(
         self,
@@ -88,6 +90,8 @@ class UNetEncoder(MonaiEncoder):
         self.size_reason = "four 2x max-poolings"
         self.feature_dim = widths[4]
         self.dense_dim = widths[5]
+        #: Channels after each decoder block, deepest first; block k ends at 1/2**(4-k) scale.
+        self.decoder_widths = (widths[3], widths[2], widths[1], widths[5])
         self.init_kwargs: dict[str, Any] = jsonable(
             {
                 "features": widths,
@@ -106,11 +110,21 @@ class UNetEncoder(MonaiEncoder):
             levels.append(down(levels[-1]))
         return levels[-1], levels[:-1]
 
-    def decode(self, deepest: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+    def decode(
+        self, deepest: torch.Tensor, skips: list[torch.Tensor], blocks: int | None = None
+    ) -> torch.Tensor:
+        """The decoder map after the first `blocks` up-sampling blocks (default all four).
+
+        With blocks = k < 4 the map has `decoder_widths[k - 1]` channels at 1/2**(4 - k) of the
+        input resolution; local contrastive pretraining trains only those blocks.
+        """
         net = self.net
+        ups = (net.upcat_4, net.upcat_3, net.upcat_2, net.upcat_1)
+        if blocks is None:
+            blocks = len(ups)
+        if not 1 <= blocks <= len(ups):
+            raise ValueError(f"blocks must be between 1 and {len(ups)}, got {blocks}")
         x = deepest
-        for up, skip in zip(
-            (net.upcat_4, net.upcat_3, net.upcat_2, net.upcat_1), reversed(skips), strict=True
-        ):
+        for up, skip in zip(ups[:blocks], list(reversed(skips))[:blocks], strict=True):
             x = up(x, skip)
         return x

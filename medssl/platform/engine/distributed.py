@@ -100,3 +100,9 @@ def rank_zero_only(fn: Callable[P, R]) -> Callable[P, R | None]:
         return None
 
     return wrapper
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op outside a process group)."""
+    if is_distributed():
+        torch.distributed.barrier()

@@ -20,6 +20,25 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def optimizer_groups(method: Method) -> list[dict[str, Any]]:
+    """AdamW parameter groups: the method's own `parameter_groups()` when it has one (e.g. an
+    augmenter with its own lr and weight decay; the schedule scales every group), else one
+    group of all trainable parameters. Every trainable parameter must be in exactly one group.
+    """
+    trainable = [p for p in method.parameters() if p.requires_grad]
+    custom = getattr(method, "parameter_groups", None)
+    if not callable(custom):
+        return [{"params": trainable}]
+    groups = [{**group, "params": list(group["params"])} for group in custom()]
+    grouped = [id(p) for group in groups for p in group["params"]]
+    if len(grouped) != len(set(grouped)) or set(grouped) != {id(p) for p in trainable}:
+        raise ValueError(
+            f"method '{method.name}': parameter_groups() must list every trainable parameter "
+            f"exactly once ({len(grouped)} listed, {len(trainable)} trainable)"
+        )
+    return groups
+
+
 class PretrainModule(L.LightningModule):
     """Wraps a Method; the method supplies the loss, this module supplies the rest."""
 
@@ -44,6 +63,12 @@ class PretrainModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.method.seed = self.seed
         self.method.epoch = self.current_epoch
+        # Lightning re-seeds a loader's `sampler` each epoch but not a batch sampler itself
+        # (e.g. the volume x partition sampler): without this every epoch repeats epoch 0.
+        batch_sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+        set_epoch = getattr(batch_sampler, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(self.current_epoch)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if not isinstance(batch, Batch):
@@ -64,8 +89,8 @@ class PretrainModule(L.LightningModule):
         self.method.after_optimizer_step(self.global_step, self.total_steps)
 
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.method.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        groups = optimizer_groups(self.method)
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: warmup_cosine(s, self.total_steps, self.warmup_steps)
         )

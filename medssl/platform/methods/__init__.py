@@ -5,8 +5,15 @@ Importing this package fills the METHODS registry.
 
 from __future__ import annotations
 
-from medssl.platform.methods import simclr  # noqa: F401  (registers simclr, dcl)
+from medssl.platform.methods import (
+    autotcl,  # noqa: F401  (registers autotcl)
+    global_local,  # noqa: F401  (global_contrast, local_contrast)
+    simclr,  # noqa: F401  (registers simclr, dcl)
+    ts2vec,  # noqa: F401  (registers ts2vec)
+)
+from medssl.platform.methods.autotcl import AutoTCL
 from medssl.platform.methods.base import Method
 from medssl.platform.methods.simclr import DCL, SimCLR
+from medssl.platform.methods.ts2vec import TS2Vec
 
-__all__ = ["DCL", "Method", "SimCLR"]
+__all__ = ["DCL", "AutoTCL", "Method", "SimCLR", "TS2Vec"]

@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel, ValidationError
 from torch import nn
 
 from medssl.platform.batch import Batch
 from medssl.platform.encoders.base import Encoder
+from medssl.platform.errors import ConfigError
 
 
 class Method(nn.Module):
@@ -43,6 +45,51 @@ class Method(nn.Module):
     def after_optimizer_step(self, step: int, max_steps: int) -> None:
         """Hook run after each optimiser step (EMA target updates live here)."""
 
+    @classmethod
+    def validate_config(cls, config: BaseModel | dict[str, Any] | None) -> Any:
+        """`cls.Config` from a Config, another pydantic model or the ``pretrain.method`` dict
+        (its `name` is ignored); a bad key raises ConfigError naming
+        ``pretrain.method.<key>``."""
+        schema = cls.Config  # type: ignore[attr-defined]
+        if isinstance(config, schema):
+            return config
+        if isinstance(config, BaseModel):
+            config = config.model_dump()
+        raw = {k: v for k, v in dict(config or {}).items() if k != "name"}
+        try:
+            return schema.model_validate(raw)
+        except ValidationError as error:
+            first = error.errors()[0]
+            key = ".".join(str(part) for part in first["loc"])
+            raise ConfigError(
+                f"pretrain.method.{key}: {first['msg']} (method '{cls.name}'); fix or remove "
+                "that key"
+            ) from None
+
+    def batch_requirements(self) -> frozenset[str]:
+        """Batch fields this configured instance uses (some settings need more than
+        `requires`, which every configuration needs); loaders are chosen from it."""
+        return self.requires
+
+    def inference_encoder(self) -> Encoder:
+        """The encoder to evaluate and save (methods that average weights return the average)."""
+        return self.encoder
+
     def card(self) -> dict[str, Any]:
         """Method settings that belong in the checkpoint card."""
         return {"name": self.name}
+
+
+def projection_head(encoder: Encoder, hidden_dim: int, projection_dim: int) -> nn.Module:
+    """Linear-ReLU-Linear from the encoder's global vector to the contrastive space (SimCLR's
+    projector). No batch norm: per-rank statistics would make DDP differ from one process."""
+    if encoder.feature_dim < 1:
+        raise ValueError(
+            f"encoder '{encoder.name}' reports feature_dim {encoder.feature_dim}; it must be >= 1"
+        )
+    return nn.Sequential(
+        nn.Linear(encoder.feature_dim, hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, projection_dim),
+    )
+

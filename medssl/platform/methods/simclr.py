@@ -9,25 +9,16 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from medssl.platform.augment import AugmentConfig, ViewGenerator, sample_keys
 from medssl.platform.batch import Batch
 from medssl.platform.encoders.base import Encoder
 from medssl.platform.engine.distributed import gather_no_grad
-from medssl.platform.errors import ConfigError
 from medssl.platform.losses.infonce import dcl, info_nce
-from medssl.platform.methods.base import Method
+from medssl.platform.methods.base import Method, projection_head
 from medssl.platform.registry import METHODS
-
-
-def _config_error(method: str, error: ValidationError) -> ConfigError:
-    first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"])
-    return ConfigError(
-        f"pretrain.method.{key}: {first['msg']} (method '{method}'); fix or remove that key"
-    )
 
 
 def ema_momentum_at(base: float, step: int, max_steps: int) -> float:
@@ -91,18 +82,9 @@ class SimCLR(Method):
         self, encoder: Encoder, config: SimCLR.Config | dict[str, Any] | None = None
     ) -> None:
         super().__init__(encoder)
-        self.config = self._validate(config)
-        if encoder.feature_dim < 1:
-            raise ValueError(
-                f"encoder '{encoder.name}' reports feature_dim {encoder.feature_dim}; it must be >= 1"
-            )
+        self.config = self.validate_config(config)
         cfg = self.config
-        self.projector = nn.Sequential(
-            # No batch norm: per-rank statistics would make DDP differ from one process.
-            nn.Linear(encoder.feature_dim, cfg.hidden_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(cfg.hidden_dim, cfg.projection_dim),
-        )
+        self.projector = projection_head(encoder, cfg.hidden_dim, cfg.projection_dim)
         self.views = ViewGenerator(cfg.augment)
         self.target_encoder: nn.Module | None = None
         self.target_projector: nn.Module | None = None
@@ -110,18 +92,6 @@ class SimCLR(Method):
         if cfg.ema_momentum is not None:
             self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
             self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
-
-    @classmethod
-    def _validate(cls, config: BaseModel | dict[str, Any] | None) -> Any:
-        if isinstance(config, cls.Config):
-            return config
-        if isinstance(config, BaseModel):
-            config = config.model_dump()
-        raw = {k: v for k, v in dict(config or {}).items() if k != "name"}
-        try:
-            return cls.Config.model_validate(raw)
-        except ValidationError as error:
-            raise _config_error(cls.name, error) from None
 
     def _embed(self, images: torch.Tensor, target: bool = False) -> torch.Tensor:
         encoder = self.target_encoder if target else self.encoder

@@ -259,3 +259,21 @@ def test_volume_adapter_reads_the_cohort_back(tmp_path: Path) -> None:
         scan, mask = read_volume(record.image), read_volume(record.mask)
         assert np.array_equal(scan.array, image) and np.array_equal(mask.array, labels)
         assert np.allclose(scan.affine, affine, atol=1e-4)
+
+
+def test_mr_phantoms_keep_the_anatomy_with_t1_contrast(tmp_path: Path) -> None:
+    from medssl.modalities.volume.phantoms import mr_from_ct
+
+    hu, labels, _ = generate_phantom(5)
+    mr = mr_from_ct(hu, 5)
+    assert mr.dtype == np.int16 and mr.shape == hu.shape
+    assert np.array_equal(mr, mr_from_ct(hu, 5))  # deterministic in the seed
+    median = {k: float(np.median(mr[labels == k])) for k in range(1, 4)}
+    assert median[1] > max(median[2], median[3])  # T1: liver above spleen and kidneys
+    fat = (hu > -150) & (hu < -60) & (labels == 0)
+    assert np.median(mr[fat]) > median[1]  # fat is the brightest soft tissue on T1
+    manifest = write_cohort(tmp_path / "mr", n_subjects=2, seed=1, dicom_subjects=0, modality="mr")
+    rows = manifest.read_text().splitlines()
+    assert len(rows) == 3 and all("dicom" not in r for r in rows)
+    with pytest.raises(ValueError, match="dicom_subjects=0"):
+        write_cohort(tmp_path / "bad", n_subjects=2, modality="mr")

@@ -1,0 +1,217 @@
+"""The time-series protocols inside runs: several UCR sets in one run and one report, the
+forecast probe (alpha on validation only), and forecasting pretraining on training rows only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medssl.pipelines import protocols
+from medssl.pipelines.context import method_class
+from medssl.pipelines.presets import resolve
+from medssl.pipelines.runner import prepare_context, run_config
+from medssl.pipelines.stages import pretrain_loader
+from medssl.platform.config import PipelineConfig, load_config
+
+TINY = [
+    "encoder.kwargs={hidden_dim: 8, output_dim: 16, depth: 1}",
+    "pretrain.max_steps=2",
+    "pretrain.batch_size=4",
+    "trainer.progress_bar=false",
+]
+
+
+def _test_series_count(path: Path) -> int:
+    """Series in a UCR .tsv (one a line) or a .ts file (one a line after @data)."""
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    if path.suffix == ".tsv":
+        return len(lines)
+    start = next(k for k, ln in enumerate(lines) if ln.strip().lower() == "@data")
+    return len(lines) - start - 1
+
+
+@pytest.mark.integration
+def test_two_ucr_sets_run_into_one_report(shared_data: Path, tmp_path: Path) -> None:
+    root = shared_data / "timeseries"
+    config = load_config(
+        [resolve("ucr-ts2vec")],
+        [
+            f"data.root={root}",
+            "data.path=[ucr/Chinatown, ucr/ItalyPowerDemand]",
+            "data.cache_dir=" + str(tmp_path / "cache"),
+            "probe.inits=[pretrained]",
+            *TINY,
+        ],
+    )
+    report = run_config(config, tmp_path / "run")
+
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["datasets"] == ["Chinatown", "ItalyPowerDemand"]
+    accuracy = {
+        r["dataset"]: r["value"]
+        for r in saved["results"]
+        if r["stage"] == "probe/svm" and r["metric"] == "accuracy"
+    }
+    assert set(accuracy) == {"Chinatown", "ItalyPowerDemand", "average"}
+    assert all(0.0 <= v <= 1.0 for v in accuracy.values())
+    assert accuracy["average"] == pytest.approx(
+        (accuracy["Chinatown"] + accuracy["ItalyPowerDemand"]) / 2
+    )
+    # Each dataset ran in its own folder, trained on its TRAIN file, scored on its TEST file.
+    for name, test_file in (
+        ("Chinatown", root / "ucr" / "Chinatown_TEST.tsv"),
+        ("ItalyPowerDemand", root / "ucr" / "ItalyPowerDemand_TEST.ts"),
+    ):
+        assert (tmp_path / "run" / name / "pretrain" / "model.safetensors").is_file()
+        assert saved["per_dataset"][name]["subjects"]["holdout"] == _test_series_count(test_file)
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert "Chinatown" in markdown and "ItalyPowerDemand" in markdown and "average" in markdown
+
+    # A second run of the same config resumes: every stage is done, the rows are the same.
+    again = run_config(config, tmp_path / "run")
+    assert again["results"] == report["results"]
+
+
+def _ridge_reference(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge with an intercept, in closed form and float64: (weights, intercept)."""
+    mx, my = x.mean(axis=0), y.mean(axis=0)
+    xc, yc = x - mx, y - my
+    w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ yc)
+    return w, my - mx @ w
+
+
+def _pairs(reps: np.ndarray, targets: np.ndarray, horizon: int, drop: int = 0):
+    t = np.arange(drop, len(reps) - horizon)
+    return reps[t], np.stack([targets[k + 1 : k + 1 + horizon, 0] for k in t])
+
+
+def test_forecast_alpha_comes_from_validation_rows_only() -> None:
+    rng = np.random.default_rng(0)
+    rows, dims = 300, 6
+    signal = np.cumsum(rng.normal(size=rows))[:, None]
+    reps = np.c_[signal, rng.normal(size=(rows, dims - 1))]
+    splits = {"train": slice(0, 180), "val": slice(180, 240), "test": slice(240, 300)}
+    results = protocols.forecast_metrics(reps, signal, splits, [3, 7], train_drop=10)
+
+    for horizon in (3, 7):
+        xtr, ytr = _pairs(reps[splits["train"]], signal[splits["train"]], horizon, drop=10)
+        xva, yva = _pairs(reps[splits["val"]], signal[splits["val"]], horizon)
+        scores = {}
+        for alpha in protocols_alphas():
+            w, b = _ridge_reference(xtr, ytr, alpha)
+            err = xva @ w + b - yva
+            scores[alpha] = np.sqrt(np.mean(err**2)) + np.mean(np.abs(err))
+        best = min(scores, key=scores.get)
+        assert results[horizon]["alpha"] == best
+        w, b = _ridge_reference(xtr, ytr, best)
+        xte, yte = _pairs(reps[splits["test"]], signal[splits["test"]], horizon)
+        assert results[horizon]["mse"] == pytest.approx(np.mean((xte @ w + b - yte) ** 2), rel=1e-6)
+
+    # Test rows changed beyond recognition: the scores move, the chosen alphas do not.
+    wild_reps, wild_signal = reps.copy(), signal.copy()
+    wild_reps[240:] = rng.normal(scale=50, size=(60, dims))
+    wild_signal[240:] = rng.normal(scale=50, size=(60, 1))
+    wild = protocols.forecast_metrics(wild_reps, wild_signal, splits, [3, 7], train_drop=10)
+    for horizon in (3, 7):
+        assert wild[horizon]["alpha"] == results[horizon]["alpha"]
+        assert wild[horizon]["mse"] != pytest.approx(results[horizon]["mse"])
+
+
+def protocols_alphas() -> tuple[float, ...]:
+    from medssl.platform.evaluation.timeseries_protocols import RIDGE_ALPHAS
+
+    return RIDGE_ALPHAS
+
+
+def _ett_slice(shared_data: Path, target: Path, rows: int, scramble_last: int = 0) -> Path:
+    """The first `rows` data rows of the real ETTh2 table; with `scramble_last`, the OT values
+    of the last rows (the test split) are reversed."""
+    lines = (shared_data / "timeseries" / "ett" / "ETTh2.csv").read_text().splitlines()
+    body = [ln.split(",") for ln in lines[1 : rows + 1]]
+    if scramble_last:
+        tail = [row[-1] for row in body[-scramble_last:]][::-1]
+        for row, value in zip(body[-scramble_last:], tail, strict=True):
+            row[-1] = value
+    target.write_text("\n".join([lines[0], *(",".join(row) for row in body)]) + "\n")
+    return target
+
+
+def _forecast_config(
+    csv: Path, tmp_path: Path, stages: str, extra: tuple[str, ...] = ()
+) -> PipelineConfig:
+    return load_config(
+        [resolve("ett-ts2vec")],
+        [
+            f"data.path={csv}",
+            "data.root=",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.preprocessing.forecasting.section_length=200",
+            f"stages={stages}",
+            "probe.horizons=[4, 12]",
+            "probe.forecast_window=16",
+            *TINY,
+            *extra,
+        ],
+    )
+
+
+@pytest.mark.integration
+def test_forecast_probe_on_real_ett_slice(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[int, dict[str, float]]] = []
+    original = protocols.forecast_metrics
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(original(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(protocols, "forecast_metrics", spy)
+    reports = []
+    for k, scramble in enumerate((0, 100)):  # 500 rows by fractions: the test split is 100 rows
+        csv = _ett_slice(shared_data, tmp_path / f"ett{k}.csv", 500, scramble_last=scramble)
+        config = _forecast_config(csv, tmp_path, "[probe, report]", ("probe.inits=[random]",))
+        reports.append(run_config(config, tmp_path / f"run{k}"))
+
+    metrics = {r["metric"]: r["value"] for r in reports[0]["results"]}
+    assert set(metrics) == {
+        "mse/H4",
+        "mae/H4",
+        "mse/H12",
+        "mae/H12",
+        "mse/avg",
+        "mae/avg",
+    }
+    assert all(r["stage"] == "probe/forecast" for r in reports[0]["results"])
+    assert all(np.isfinite(v) and v > 0 for v in metrics.values())
+    assert metrics["mse/avg"] == pytest.approx((metrics["mse/H4"] + metrics["mse/H12"]) / 2)
+    # Reversing the test rows changes the test errors but not the alphas chosen on validation.
+    assert [seen[0][h]["alpha"] for h in (4, 12)] == [seen[1][h]["alpha"] for h in (4, 12)]
+    assert seen[0][4]["mse"] != pytest.approx(seen[1][4]["mse"])
+
+
+@pytest.mark.integration
+def test_forecast_pretraining_items_come_from_training_rows_only(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    from medssl.modalities.timeseries import ForecastWindows
+
+    csv = _ett_slice(shared_data, tmp_path / "ett.csv", 1000)
+    config = _forecast_config(csv, tmp_path, "[pretrain, report]")
+    ctx = prepare_context(config, tmp_path / "run")
+    windows = ForecastWindows(csv, target="OT", mode="univariate")
+    train = windows.splits["train"]
+    assert train.stop == 600  # 60 % of 1000 rows
+
+    # Every item the pretraining loader serves, padding removed, in order of its first row.
+    items = []
+    for batch in pretrain_loader(ctx, method_class(config), batch_size=1):
+        x = np.asarray(batch["x"])[0]
+        items.append(x[:, ~np.isnan(x).all(axis=0)])
+    items.sort(key=lambda a: np.flatnonzero((windows.inputs.T == a[:, :1]).all(axis=0))[0])
+    served = np.concatenate(items, axis=1)
+    # Exactly the training rows, each once: a validation or test row would make this longer.
+    np.testing.assert_array_equal(served, windows.inputs[train].T)

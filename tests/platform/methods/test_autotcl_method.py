@@ -1,0 +1,255 @@
+"""AutoTCL: the hard-concrete sampler's statistics against closed forms and a quadrature of its
+defining formula, the augmented view, gradient isolation between encoder and augmenter,
+alternating updates through the engine's parameter groups, the SWA encoder, tsai encoders."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from medssl.platform.batch import Batch
+from medssl.platform.encoders.ts2vec import TS2VecEncoder
+from medssl.platform.engine.pretrain import PretrainModule, optimizer_groups
+from medssl.platform.errors import ConfigError
+from medssl.platform.methods.autotcl import AutoTCL, hard_concrete
+from medssl.platform.registry import METHODS
+
+SMALL = {"augmenter_hidden_dim": 8, "augmenter_embed_dim": 4, "augmenter_depth": 1}
+
+
+def _method(**config: object) -> AutoTCL:
+    torch.manual_seed(0)
+    encoder = TS2VecEncoder(spatial_dims=1, in_channels=2, hidden_dim=8, output_dim=12, depth=2)
+    return AutoTCL(encoder, {**SMALL, **config})
+
+
+def _x(b: int = 6, t: int = 64) -> torch.Tensor:
+    x = torch.randn(b, 2, t, generator=torch.Generator().manual_seed(0))
+    x[1, :, 50:] = float("nan")
+    x[2, 0, 7] = float("nan")
+    return x
+
+
+def _sigmoid(v: float) -> float:
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+def _logit(q: float) -> float:
+    return math.log(q / (1.0 - q))
+
+
+def _u_at_most(v: float, bound: float) -> float:
+    return min(max((v - bound) / (1 - 2 * bound), 0.0), 1.0)
+
+
+@pytest.mark.parametrize(
+    ("logit", "tau", "gamma", "zeta", "bound"),
+    [(0.0, 1.0, -0.1, 1.1, 1e-3), (1.5, 0.5, -0.1, 1.1, 0.0), (-0.7, 1.0, -0.05, 1.0, 1e-3)],
+)
+def test_hard_concrete_statistics(
+    logit: float, tau: float, gamma: float, zeta: float, bound: float
+) -> None:
+    torch.manual_seed(0)
+    n = 400_000
+    m = hard_concrete(
+        torch.full((n,), logit), temperature=tau, gamma=gamma, zeta=zeta, noise_bound=bound
+    )
+    # Closed forms: m = 0 iff s <= -gamma / (zeta - gamma), m = 1 iff s >= (1 - gamma) / (...).
+    q0, q1 = -gamma / (zeta - gamma), (1 - gamma) / (zeta - gamma)
+    p_zero = _u_at_most(_sigmoid(tau * _logit(q0) - logit), bound)
+    p_one = 0.0 if q1 >= 1 else 1 - _u_at_most(_sigmoid(tau * _logit(q1) - logit), bound)
+    assert float((m == 0).double().mean()) == pytest.approx(p_zero, abs=5e-3)
+    assert float((m == 1).double().mean()) == pytest.approx(p_one, abs=5e-3)
+    # The continuous part against a midpoint quadrature of the defining formula over u.
+    u = bound + (1 - 2 * bound) * (torch.arange(2_000_000, dtype=torch.float64) + 0.5) / 2e6
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + logit) / tau)
+    exact = (s * (zeta - gamma) + gamma).clamp(0, 1)
+    inner = exact[(exact > 0) & (exact < 1)]
+    sampled = m[(m > 0) & (m < 1)].double()
+    assert float(sampled.mean()) == pytest.approx(float(inner.mean()), abs=5e-3)
+    assert float(m.double().mean()) == pytest.approx(float(exact.mean()), abs=5e-3)
+
+
+def test_hard_concrete_eval_and_straight_through() -> None:
+    logits = torch.tensor([-3.0, -0.2, 0.0, 0.4, 3.0])
+    expected = (torch.sigmoid(logits) * 1.2 - 0.1).clamp(0, 1)
+    got = hard_concrete(logits, sample=False, gamma=-0.1, zeta=1.1)
+    torch.testing.assert_close(got, expected)
+    leaf = torch.randn(200, requires_grad=True)
+    torch.manual_seed(3)
+    hard = hard_concrete(leaf, hard=True)
+    torch.manual_seed(3)
+    soft = hard_concrete(leaf, hard=False)
+    assert set(hard.detach().unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(hard.detach(), (soft.detach() > 0.5).float())
+    (grad_hard,) = torch.autograd.grad(hard.sum(), leaf)
+    (grad_soft,) = torch.autograd.grad(soft.sum(), leaf)
+    torch.testing.assert_close(grad_hard, grad_soft)
+    with pytest.raises(ValueError, match="gamma"):
+        hard_concrete(logits, gamma=0.1)
+
+
+def test_view_is_scale_times_mask_times_x_and_keeps_nan() -> None:
+    method = _method(hard_mask=False)
+    x = _x()
+    torch.manual_seed(5)
+    view, keep, mask = method.augment(x)
+    keep_logits, scale = method.augmenter(x)
+    torch.testing.assert_close(keep, torch.sigmoid(keep_logits))
+    torch.testing.assert_close(view, scale * mask * x, equal_nan=True)
+    assert torch.equal(torch.isnan(view), torch.isnan(x))
+    assert ((scale > 0) & (scale < 1)).all() and ((mask >= 0) & (mask <= 1)).all()
+    view.nan_to_num(0).sum().backward()
+    grads = [p.grad for p in method.augmenter.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_each_loss_reaches_only_its_own_parameters() -> None:
+    method = _method()
+    out = method(Batch(x=_x()))
+    assert {"encoder_loss", "augmenter_loss", "mmd", "kept_fraction"} <= set(out)
+    torch.testing.assert_close(out["loss"], out["encoder_loss"] + out["augmenter_loss"])
+    encoder = [p for p in method.encoder.parameters()]
+    augmenter = [p for p in method.augmenter.parameters()]
+    to_augmenter = torch.autograd.grad(
+        out["encoder_loss"], augmenter, retain_graph=True, allow_unused=True
+    )
+    to_encoder = torch.autograd.grad(
+        out["augmenter_loss"], encoder, retain_graph=True, allow_unused=True
+    )
+    assert all(g is None for g in to_augmenter) and all(g is None for g in to_encoder)
+    from_augmenter = torch.autograd.grad(out["augmenter_loss"], augmenter, retain_graph=True)
+    from_encoder = torch.autograd.grad(out["encoder_loss"], encoder)
+    assert all(torch.isfinite(g).all() for g in (*from_augmenter, *from_encoder))
+    assert any(g.abs().sum() > 0 for g in from_augmenter)
+    assert method.encoder.training  # restored after the augmenter's eval-mode pass
+
+
+def _step(method: AutoTCL, optimizer: torch.optim.Optimizer, batch: Batch, step: int) -> dict:
+    optimizer.zero_grad(set_to_none=True)
+    out = method(batch)
+    out["loss"].backward()
+    optimizer.step()
+    method.after_optimizer_step(step + 1, 10)
+    return out
+
+
+def test_alternating_updates_and_the_swa_encoder() -> None:
+    method = _method(ratio_step=2)
+    groups = optimizer_groups(method)
+    assert [g["name"] for g in groups] == ["encoder", "augmenter"]
+    assert groups[1]["lr"] == 0.01 and not any(
+        p.requires_grad for p in method.swa_encoder.parameters()
+    )  # type: ignore[union-attr]
+    optimizer = torch.optim.AdamW(groups, lr=1e-2)
+    batch = Batch(x=_x())
+    for step in range(4):
+        enc_before = [p.detach().clone() for p in method.encoder.parameters()]
+        aug_before = [p.detach().clone() for p in method.augmenter.parameters()]
+        out = _step(method, optimizer, batch, step)
+        assert torch.isfinite(out["loss"])
+        assert ("augmenter_loss" in out) == (step % 2 == 0)
+        enc_moved = any(
+            not torch.equal(a, p)
+            for a, p in zip(enc_before, method.encoder.parameters(), strict=True)
+        )
+        aug_moved = any(
+            not torch.equal(a, p)
+            for a, p in zip(aug_before, method.augmenter.parameters(), strict=True)
+        )
+        assert enc_moved and aug_moved == (step % 2 == 0)
+    averaged = method.inference_encoder()
+    assert averaged is not method.encoder
+    assert any(
+        not torch.allclose(a, b)
+        for a, b in zip(averaged.parameters(), method.encoder.parameters(), strict=True)
+    )
+
+
+def test_eval_forward_and_hierarchical_variant() -> None:
+    method = _method().eval()
+    batch = Batch(x=_x())
+    first, second = method(batch), method(batch)
+    assert "augmenter_loss" not in first
+    torch.testing.assert_close(first["loss"], second["loss"])
+    hierarchical = _method(encoder_loss="hierarchical")
+    assert torch.isfinite(hierarchical(batch)["loss"])
+
+
+def test_trains_in_the_engine_with_two_parameter_groups(tmp_path: Path) -> None:
+    method = _method(ratio_step=2)
+    module = PretrainModule(method, lr=1e-3, weight_decay=0.05, total_steps=3)
+    optimizer = module.configure_optimizers()["optimizer"]
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    assert lrs[1] / lrs[0] == pytest.approx(0.01 / 1e-3)
+    data = [{"x": row} for row in _x(8)]
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    before = [p.detach().clone() for p in method.augmenter.parameters()]
+    trainer = L.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(module, loader)
+    assert method.iteration == 3
+    assert any(
+        not torch.equal(a, p) for a, p in zip(before, method.augmenter.parameters(), strict=True)
+    )
+
+
+def test_works_with_a_tsai_encoder() -> None:
+    pytest.importorskip("tsai", reason="the tsai backbones need the timeseries extra")
+    from medssl.platform.encoders import build_encoder
+
+    torch.manual_seed(0)
+    encoder = build_encoder("resnet_plus", spatial_dims=1, in_channels=2, nf=4)
+    method = AutoTCL(encoder, SMALL)
+    optimizer = torch.optim.AdamW(optimizer_groups(method), lr=1e-3)
+    out = _step(method, optimizer, Batch(x=_x()), 0)
+    assert torch.isfinite(out["loss"]) and "augmenter_loss" in out
+
+
+def test_registry_and_errors() -> None:
+    assert METHODS.get("autotcl") is AutoTCL and AutoTCL.encoder_output == "sequence"
+    with pytest.raises(ConfigError, match="pretrain.method.ratio_step"):
+        _method(ratio_step=0)
+    with pytest.raises(ConfigError, match="pretrain.method.encoder_loss"):
+        _method(encoder_loss="triplet")
+    card = _method().card()
+    assert card["name"] == "autotcl" and card["keep_threshold"] == 0.4
+
+
+def _sinusoids(step: int, b: int = 8, t: int = 96) -> torch.Tensor:
+    g = torch.Generator().manual_seed(step)
+    freq = torch.rand(b, 2, 1, generator=g) * 0.3 + 0.05
+    return torch.sin(freq * torch.arange(t)) + 0.3 * torch.randn(b, 2, t, generator=g)
+
+
+def _train(steps: int, **config: object) -> dict[str, float]:
+    method = _method(**config)
+    optimizer = torch.optim.AdamW(optimizer_groups(method), lr=1e-3)
+    for step in range(steps):
+        out = _step(method, optimizer, Batch(x=_sinusoids(step)), step)
+    return {k: float(out[k].detach()) for k in ("keep_probability", "kept_fraction", "mmd")}
+
+
+def test_the_augmenter_does_not_collapse_to_the_identity() -> None:
+    # Issue 3: with the authors' sparsity weight 1e-3 the MMD term drove every keep
+    # probability to 1 (v = x, MMD 0) within a few steps; the default weight must hold the
+    # hinge's constraint mean p <= keep_threshold.
+    collapsed = _train(30, sparsity_weight=1e-3)
+    assert collapsed["keep_probability"] > 0.99 and collapsed["mmd"] < 1e-3
+    held = _train(30)
+    assert held["keep_probability"] < 0.8 and held["kept_fraction"] < 0.8
+    assert held["mmd"] > 0.1
+    # Above 2 * kernel_num / (1 - threshold) the hinge holds the constraint itself.
+    strict = _train(30, sparsity_weight=20.0)
+    assert strict["keep_probability"] < 0.5 and strict["kept_fraction"] < 0.5
