@@ -20,7 +20,9 @@ from medssl.platform.registry import MODALITIES
 def test_registered_with_its_declarations() -> None:
     cls = MODALITIES.get("volume")
     assert cls is VolumeModality
-    assert cls.provides == frozenset({"subject", "spacing", "label", "mask", "index"})
+    assert cls.provides == frozenset(
+        {"subject", "spacing", "label", "mask", "index", "partition", "position"}
+    )
     assert cls.provides <= METADATA_FIELDS and cls.default_encoder == "unet"
 
 
@@ -42,6 +44,8 @@ def test_contract_is_json_and_complete() -> None:
         "percentiles": [0.5, 99.5],
         "patch_size": [64, 64, 32],
         "foreground_crop_prob": 0.5,
+        "slice_size": None,
+        "partitions": 4,
         "channels": ["image"],
     }
 
