@@ -45,6 +45,60 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: Split names a manifest may use, and the name each stands for.
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+
+
+def manifest_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a manifest: a CSV with a header line, or a JSON list of objects.
+    Raises OSError / ValueError when the file cannot be parsed."""
+    import csv
+    import json
+
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return [dict(row) for row in csv.DictReader(f)]
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise ValueError("a JSON manifest must be a list of objects")
+    return data
+
+
+def write_cache_folder(root: Path, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    """Write `<name>.npy` per array (None entries skipped) and `meta.json` into a private
+    folder, then rename it to `root`: a killed run leaves no half-written cache, and of two
+    runs writing the same cache at once the first rename wins."""
+    import json
+    import os
+    import shutil
+    import uuid
+
+    import numpy as np
+
+    tmp = root.with_name(f".{root.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir(parents=True)
+    try:
+        for name, array in arrays.items():
+            if array is not None:
+                np.save(tmp / f"{name}.npy", array, allow_pickle=False)
+        (tmp / "meta.json").write_text(json.dumps(dict(meta), indent=1))
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            if not (root / "meta.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class Modality(ABC):
     """An adapter: discovers and validates a dataset, preprocesses it once into a
     memory-mapped cache, and serves items that collate into Batches.

@@ -39,6 +39,10 @@ def write_report(ctx: RunContext, *, seconds: float, write: bool = True) -> dict
         "device": device_name(),
         "seconds": round(seconds, 1),
         "subjects": {"train": len(ctx.train), "holdout": len(ctx.holdout)},
+        # Marked splits come from a manifest's `split` column or a split by time.
+        "split": "by the data's own train/test marks"
+        if any(r.split for r in ctx.records)
+        else "by subject",
         **_work_done(ctx.run_dir),
         "results": results,
     }
@@ -76,7 +80,9 @@ def _work_done(run_dir: Path) -> dict[str, Any]:
     return out
 
 
-def pivot(results: list[dict[str, Any]]) -> tuple[list[str], dict[tuple[str, str, str], dict[str, Any]]]:
+def pivot(
+    results: list[dict[str, Any]],
+) -> tuple[list[str], dict[tuple[str, str, str], dict[str, Any]]]:
     """Rows keyed by (stage, budget, metric) with one column per init."""
     inits: list[str] = []
     table: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(dict)
@@ -119,15 +125,18 @@ def markdown(report: dict[str, Any]) -> str:
         f"# {report['name']}",
         "",
         f"Dataset `{report['dataset']}`, method `{report['method']}`, "
-        f"{report['subjects']['train']} training / {report['subjects']['holdout']} held-out scans "
-        f"(split by subject). Device: {report['device']}. Wall time {report['seconds']} s. "
+        f"{report['subjects']['train']} training / {report['subjects']['holdout']} held-out items "
+        f"(split {report.get('split', 'by subject')}). Device: {report['device']}. Wall time {report['seconds']} s. "
         f"Config hash `{report['config_hash']}`.",
         "",
     ]
     if "reduction" in report:
         r = report["reduction"]
-        lines += [f"Reduction kept {r.get('slices_kept')} of {r.get('slices_in')} slices "
-                  f"({r.get('ratio', 0):.1%}) in {r.get('seconds', 0):.1f} s.", ""]
+        lines += [
+            f"Reduction kept {r.get('slices_kept')} of {r.get('slices_in')} slices "
+            f"({r.get('ratio', 0):.1%}) in {r.get('seconds', 0):.1f} s.",
+            "",
+        ]
     if report.get("pretraining"):
         p = report["pretraining"]
         lines += [f"Pretraining: {p.get('steps')} steps in {p.get('seconds', 'n/a')} s.", ""]
@@ -201,8 +210,12 @@ def plot_label_efficiency(results: list[dict[str, Any]], folder: Path) -> list[s
             )
             # Error bars are the spread over repeated fine-tuning runs, when there are any.
             ax.errorbar(
-                [p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                marker="o", capsize=3, label=init,
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                yerr=[p[2] for p in pts],
+                marker="o",
+                capsize=3,
+                label=init,
             )
         ax.set_xlabel("label budget (subjects, or fraction)")
         ax.set_ylabel(metric)

@@ -97,8 +97,8 @@ def _run_dataset(config: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     ctx = prepare_context(config, run_dir)
     print(
-        f"medssl run '{config.name}' -> {run_dir}  ({len(ctx.train)} training scans, "
-        f"{len(ctx.holdout)} held out by subject)",
+        f"medssl run '{config.name}' -> {run_dir}  ({len(ctx.train)} training items, "
+        f"{len(ctx.holdout)} held out)",
         flush=True,
     )
     for stage in config.stages:

@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from medssl.modalities.volume.slices import partition_slice_loader
 from medssl.pipelines import protocols
@@ -25,10 +26,17 @@ from medssl.platform.config import validate_section
 from medssl.platform.encoders import Encoder, architecture_of
 from medssl.platform.engine.distributed import barrier
 from medssl.platform.engine.pretrain import PretrainModule
+from medssl.platform.engine.sampling import SubjectPairSampler
 from medssl.platform.engine.trainer import build_trainer, last_checkpoint, launch_world
 from medssl.platform.errors import CheckpointError, ConfigError, DataError
 from medssl.platform.evaluation.features import extract_features
-from medssl.platform.evaluation.probes import knn_probe, linear_probe
+from medssl.platform.evaluation.probes import (
+    knn_probe,
+    knn_regression_probe,
+    linear_probe,
+    ridge_probe,
+)
+from medssl.platform.methods.participant import SUBJECT_PAIRS
 from medssl.platform.registry import TASKS
 
 log = logging.getLogger("medssl")
@@ -90,15 +98,23 @@ def pretrain(ctx: RunContext) -> None:
 
 
 def _pretrain_card(
-    ctx: RunContext, encoder: Encoder, method: dict[str, Any], work: tuple[int, float],
+    ctx: RunContext,
+    encoder: Encoder,
+    method: dict[str, Any],
+    work: tuple[int, float],
     initial: dict[str, torch.Tensor],
 ) -> dict[str, Any]:
     """The card of pretrained weights: `steps` and `seconds` of training (this attempt's
     wall time; a resumed attempt counts from where it resumed) and the changed tensors."""
     card = base_card(ctx, encoder)
     changed = [k for k, v in encoder.state_dict().items() if not torch.equal(v, initial[k])]
-    card.update(method=method, stage="pretrain", steps=work[0], seconds=round(work[1], 1),
-                initialises=changed)
+    card.update(
+        method=method,
+        stage="pretrain",
+        steps=work[0],
+        seconds=round(work[1], 1),
+        initialises=changed,
+    )
     return card
 
 
@@ -107,6 +123,8 @@ def pretrain_loader(ctx: RunContext, requires: frozenset[str], batch_size: int) 
     or for 2-D encoders slices, drawn as volumes x partitions when the method needs the
     partition labels (one slice of each partition of each volume per batch)."""
     kept = ctx.kept_index()
+    if SUBJECT_PAIRS in requires:
+        return subject_pair_loader(ctx, batch_size)
     if not (ctx.slices and "partition" in requires):
         return ctx.loader(ctx.train, "pretrain", batch_size, distributed_shuffle=True, kept=kept)
     parts = ctx.modality.preprocessing.partitions  # type: ignore[attr-defined]
@@ -118,10 +136,50 @@ def pretrain_loader(ctx: RunContext, requires: frozenset[str], batch_size: int) 
             f"processes ({world})"
         )
     return partition_slice_loader(
-        ctx.prepared, ctx.train, volumes_per_batch=batch_size // parts // world,
-        partitions=parts, seed=ctx.config.seed,
+        ctx.prepared,
+        ctx.train,
+        volumes_per_batch=batch_size // parts // world,
+        partitions=parts,
+        seed=ctx.config.seed,
         slice_size=ctx.modality.preprocessing.slice_size,  # type: ignore[attr-defined]
-        kept=kept, num_workers=ctx.config.data.num_workers, num_replicas=world, rank=rank,
+        kept=kept,
+        num_workers=ctx.config.data.num_workers,
+        num_replicas=world,
+        rank=rank,
+    )
+
+
+def subject_pair_loader(ctx: RunContext, batch_size: int) -> Any:
+    """Batches of pairs of training items of one subject (participant-level contrast); a
+    plain shuffled loader, with a warning, when no subject has two items."""
+    subjects = [ctx.records[i].subject_id for i in ctx.train]
+    rank, world = launch_world()
+    try:
+        sampler = SubjectPairSampler(
+            subjects, batch_size, seed=ctx.config.seed, num_replicas=world, rank=rank
+        )
+    except ValueError as exc:
+        if len(set(subjects)) < len(subjects):
+            raise ConfigError(f"pretrain.batch_size: {exc}") from None
+        log.warning(
+            "pretrain: no participant has two segments, so positives fall back to two "
+            "augmentations of each segment"
+        )
+        return ctx.loader(ctx.train, "pretrain", batch_size, distributed_shuffle=True)
+    left_out = len(subjects) - sampler.paired_items
+    log.info(
+        "pretrain: %d participants, %d segments in pairs%s",
+        len(set(subjects)),
+        sampler.paired_items,
+        f" ({left_out} of single-segment participants left out)" if left_out else "",
+    )
+    workers = ctx.config.data.num_workers
+    return DataLoader(
+        ctx.dataset(ctx.train, "pretrain"),
+        batch_sampler=sampler,
+        collate_fn=ctx.modality.collate,
+        num_workers=workers,
+        persistent_workers=workers > 0,
     )
 
 
@@ -224,7 +282,9 @@ def init_label(ctx: RunContext, init: str) -> str:
 # ----------------------------------------------------------------------------- probe
 
 
-def _features(ctx: RunContext, encoder: Encoder, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def _features(
+    ctx: RunContext, encoder: Encoder, indices: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """One feature vector and label per scan; a 2-D encoder's slice features are averaged
     over each volume's slices."""
     loader = ctx.loader(indices, "classification", ctx.config.probe.batch_size)
@@ -267,16 +327,16 @@ def probe(ctx: RunContext) -> None:
             chosen = [position[i] for i in subset]
             x, y = train_x[chosen], train_y[chosen]
             for kind in labelled:
-                if kind == "linear":
-                    metrics = linear_probe(x, y, test_x, test_y, seed=ctx.config.seed)
-                elif kind == "svm":
-                    metrics = protocols.svm_probe(x, y, test_x, test_y, seed=ctx.config.seed)
-                else:
-                    metrics = knn_probe(x, y, test_x, test_y, k=cfg.knn_k)
+                metrics = _probe_metrics(ctx, kind, (x, y), (test_x, test_y))
                 for metric, value in metrics.items():
                     rows.append(
-                        ctx.row(f"probe/{kind}", init_label(ctx, init), budget_label(budget),
-                                metric, value)
+                        ctx.row(
+                            f"probe/{kind}",
+                            init_label(ctx, init),
+                            budget_label(budget),
+                            metric,
+                            value,
+                        )
                     )
         if "forecast" in cfg.kinds:
             rows += protocols.forecast_probe(ctx, encoder, init_label(ctx, init))
@@ -284,12 +344,40 @@ def probe(ctx: RunContext) -> None:
         ctx.state.mark_done(key, rows)
 
 
+def _probe_metrics(
+    ctx: RunContext,
+    kind: str,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+) -> dict[str, float]:
+    """One probe's scores: classification (AUROC, accuracy) for class labels, or regression
+    (MAE, RMSE, R^2) when the prepared data says its labels are continuous."""
+    cfg, seed = ctx.config.probe, ctx.config.seed
+    regression = not getattr(ctx.prepared, "integer_labels", True)
+    if regression and kind == "svm":
+        raise ConfigError(
+            "probe.kinds: 'svm' classifies, but these labels are continuous; use linear "
+            "(ridge) or knn"
+        )
+    if kind == "linear":
+        if regression:
+            return ridge_probe(*train, *test, seed=seed)
+        return linear_probe(*train, *test, seed=seed)
+    if kind == "svm":
+        return protocols.svm_probe(*train, *test, seed=seed)
+    if regression:
+        return knn_regression_probe(*train, *test, k=cfg.knn_k)
+    return knn_probe(*train, *test, k=cfg.knn_k)
+
+
 def print_rows(rows: list[dict[str, Any]]) -> None:
     if launch_world()[0] != 0:
         return
     for r in rows:
         value = "n/a" if r["value"] is None else f"{r['value']:.4f}"
-        print(f"  {r['stage']:<16} {r['init']:<10} {r['label_budget']:>6} {r['metric']:<18} {value}")
+        print(
+            f"  {r['stage']:<16} {r['init']:<10} {r['label_budget']:>6} {r['metric']:<18} {value}"
+        )
 
 
 # ----------------------------------------------------------------------------- finetune

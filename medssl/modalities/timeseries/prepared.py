@@ -8,8 +8,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from medssl.modalities.base import Record
+from medssl.modalities.base import Record, write_cache_folder
 from medssl.modalities.timeseries.discovery import SeriesFile, parse_dataset
 from medssl.modalities.timeseries.forecasting import ForecastWindows
 from medssl.modalities.timeseries.normalise import normalise
@@ -176,21 +174,11 @@ def forecast_windows(path: str, settings: Any) -> ForecastWindows:
 
 
 def _write_atomic(root: Path, arrays: dict[str, Any], preprocessing: BaseModel) -> None:
-    """Write into a private folder, then rename it into place (concurrent runs are safe)."""
-    tmp = root.with_name(f".{root.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir(parents=True)
-    try:
-        np.save(tmp / "values.npy", arrays["values"].astype(np.float32), allow_pickle=False)
-        np.save(tmp / "lengths.npy", arrays["lengths"], allow_pickle=False)
-        if arrays["labels"] is not None:
-            np.save(tmp / "labels.npy", arrays["labels"], allow_pickle=False)
-        meta = {k: arrays[k] for k in ("class_names", "channel_names", "stats", "fitted_on")}
-        meta["preprocessing"] = preprocessing.model_dump(mode="json")
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if not (root / "meta.json").exists():  # another run finished first otherwise
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    meta = {k: arrays[k] for k in ("class_names", "channel_names", "stats", "fitted_on")}
+    meta["preprocessing"] = preprocessing.model_dump(mode="json")
+    files = {
+        "values": arrays["values"].astype(np.float32),
+        "lengths": arrays["lengths"],
+        "labels": arrays["labels"],
+    }
+    write_cache_folder(root, files, meta)

@@ -4,8 +4,6 @@ file becomes a list of `Record`s, with every structural problem found on the way
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import re
 from collections import defaultdict
@@ -14,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from medssl.modalities.base import Problem, Record
+from medssl.modalities.base import SPLIT_NAMES, Problem, Record, manifest_rows
 from medssl.modalities.volume.dicom import dicom_files
 from medssl.modalities.volume.readers import (
     NIFTI_SUFFIXES,
@@ -29,15 +27,6 @@ from medssl.platform.errors import DataError
 
 SCAN_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
 MASK_SUFFIXES = ("_seg", "_label", "_mask", "-label", "-seg", "_labels")
-_SPLIT_NAMES = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "test": "test",
-    "testing": "test",
-}
 _CHANNEL_SUFFIX = re.compile(r"_\d{4}$")  # nnU-Net's per-channel suffix, e.g. case_0000
 _MISSING = {"nan", "na", "n/a", "none", "null"}
 _RESERVED = {"subject_id", "image", "label", "mask", "split"}
@@ -79,7 +68,7 @@ def scan_records(path: str | Path) -> list[Record]:
 
 def _scan_manifest(path: Path) -> tuple[list[Record], list[Problem]]:
     try:
-        rows = _manifest_rows(path)
+        rows = manifest_rows(path)
     except (OSError, ValueError, UnicodeDecodeError) as err:
         return [], [Problem(str(path), f"cannot be parsed as a manifest ({err})")]
     if not rows:
@@ -100,16 +89,6 @@ def _scan_manifest(path: Path) -> tuple[list[Record], list[Problem]]:
         if record is not None:
             records.append(record)
     return records, problems
-
-
-def _manifest_rows(path: Path) -> list[dict[str, Any]]:
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            return [dict(row) for row in csv.DictReader(f)]
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise ValueError("a JSON manifest must be a list of objects")
-    return data
 
 
 def _manifest_record(
@@ -154,7 +133,7 @@ def _manifest_record(
     if mask_path is not None:
         problems += _exists_problem(mask_path)
     split = _text(row.get("split"))
-    if split and split.lower() not in _SPLIT_NAMES:
+    if split and split.lower() not in SPLIT_NAMES:
         problems.append(Problem(str(manifest), f"{where}: split {split!r} is not train/val/test"))
     extra = {k: v for k, v in row.items() if k not in _RESERVED}
     record = Record(
@@ -162,7 +141,7 @@ def _manifest_record(
         image=image_path,
         label=label,
         mask=mask_path,
-        split=_SPLIT_NAMES.get(split.lower()) if split else None,
+        split=SPLIT_NAMES.get(split.lower()) if split else None,
         extra=extra,
     )
     return record, problems

@@ -82,8 +82,9 @@ _ORGAN_LAYOUT = {  # centre (u right, v anterior, t superior) and semi-axes, in 
 }
 
 
-def _draw_subject(rng: np.random.Generator, shape: Sequence[int] | None,
-                  spacing: Sequence[float] | None) -> _Subject:
+def _draw_subject(
+    rng: np.random.Generator, shape: Sequence[int] | None, spacing: Sequence[float] | None
+) -> _Subject:
     """Draw every random choice in a fixed order; a given shape or spacing replaces the drawn
     one and the body is sized to the resulting field of view."""
     drawn_x = int(rng.integers(76, 97))
@@ -93,30 +94,71 @@ def _draw_subject(rng: np.random.Generator, shape: Sequence[int] | None,
     sx, sy, sz = (pixel, pixel, slice_mm) if spacing is None else tuple(map(float, spacing))
     half_width = float(rng.uniform(0.36, 0.42)) * nx * sx
     half_depth = min(float(rng.uniform(0.68, 0.8)) * half_width, 0.43 * ny * sy)
-    names = ("fat", "muscle", "abdomen", "liver", "kidneys", "spleen", "cancellous", "cortical",
-             "aorta")
-    bounds = ((-110, -90), (40, 55), (0, 15), (56, 64), (34, 37), (43, 47), (450, 600),
-              (850, 1000), (35, 45))
+    names = (
+        "fat",
+        "muscle",
+        "abdomen",
+        "liver",
+        "kidneys",
+        "spleen",
+        "cancellous",
+        "cortical",
+        "aorta",
+    )
+    bounds = (
+        (-110, -90),
+        (40, 55),
+        (0, 15),
+        (56, 64),
+        (34, 37),
+        (43, 47),
+        (450, 600),
+        (850, 1000),
+        (35, 45),
+    )
     hu = {name: float(rng.uniform(*bound)) for name, bound in zip(names, bounds, strict=True)}
     organs = {}
     for name, (centre, axes) in _ORGAN_LAYOUT.items():
         c = np.asarray(centre) + rng.uniform(-0.04, 0.04, 3)
         organs[name] = (c, np.asarray(axes) * rng.uniform(0.88, 1.12, 3))
     waves = np.concatenate(
-        [rng.uniform(-3.0, 3.0, (3, 2, 3)), rng.uniform(0, 2 * np.pi, (3, 2, 1)),
-         rng.uniform(0.02, 0.05, (3, 2, 1))], axis=-1)
+        [
+            rng.uniform(-3.0, 3.0, (3, 2, 3)),
+            rng.uniform(0, 2 * np.pi, (3, 2, 1)),
+            rng.uniform(0.02, 0.05, (3, 2, 1)),
+        ],
+        axis=-1,
+    )
     k = int(rng.integers(3, 7))
-    bowel = np.column_stack([
-        rng.uniform(-0.45, 0.25, k), rng.uniform(0.35, 0.65, k), rng.uniform(-0.9, 0.9, k),
-        rng.uniform(0.07, 0.13, k), np.where(rng.random(k) < 0.4, -950.0, 10.0)])
+    bowel = np.column_stack(
+        [
+            rng.uniform(-0.45, 0.25, k),
+            rng.uniform(0.35, 0.65, k),
+            rng.uniform(-0.9, 0.9, k),
+            rng.uniform(0.07, 0.13, k),
+            np.where(rng.random(k) < 0.4, -950.0, 10.0),
+        ]
+    )
     return _Subject(
-        shape=(nx, ny, nz), spacing=(sx, sy, sz), half_width=half_width, half_depth=half_depth,
-        fat=float(rng.uniform(0.06, 0.11)) * half_width, angle=float(np.deg2rad(rng.uniform(-8, 8))),
-        centre=(float(rng.uniform(-0.04, 0.04)) * nx * sx,
-                float(rng.uniform(-0.04, 0.04)) * ny * sy),
-        z_origin=float(rng.uniform(-350, -100)), hu=hu, noise=float(rng.uniform(10, 20)),
-        organs=organs, waves=waves, bowel=bowel,
-        vertebra_period=float(rng.uniform(0.45, 0.6)), vertebra_phase=float(rng.uniform(0, 1)))
+        shape=(nx, ny, nz),
+        spacing=(sx, sy, sz),
+        half_width=half_width,
+        half_depth=half_depth,
+        fat=float(rng.uniform(0.06, 0.11)) * half_width,
+        angle=float(np.deg2rad(rng.uniform(-8, 8))),
+        centre=(
+            float(rng.uniform(-0.04, 0.04)) * nx * sx,
+            float(rng.uniform(-0.04, 0.04)) * ny * sy,
+        ),
+        z_origin=float(rng.uniform(-350, -100)),
+        hu=hu,
+        noise=float(rng.uniform(10, 20)),
+        organs=organs,
+        waves=waves,
+        bowel=bowel,
+        vertebra_period=float(rng.uniform(0.45, 0.6)),
+        vertebra_phase=float(rng.uniform(0, 1)),
+    )
 
 
 def _affine(shape: Sequence[int], spacing: Sequence[float], z_origin: float) -> np.ndarray:
@@ -156,8 +198,15 @@ def _ellipsoid(coords: Sequence[np.ndarray], centre: np.ndarray, axes: np.ndarra
     return sum(((c - m) / a) ** 2 for c, m, a in zip(coords, centre, axes, strict=True)) <= 1.0
 
 
-def _paint_spine(s: _Subject, qx: np.ndarray, qy: np.ndarray, t: np.ndarray,
-                 hu: np.ndarray, labels: np.ndarray, muscle: np.ndarray) -> None:
+def _paint_spine(
+    s: _Subject,
+    qx: np.ndarray,
+    qy: np.ndarray,
+    t: np.ndarray,
+    hu: np.ndarray,
+    labels: np.ndarray,
+    muscle: np.ndarray,
+) -> None:
     """Vertebrae (cancellous core, cortical shell, arch, spinous process; label 4) between
     discs, the spinal canal, and paraspinal muscles where no organ lies."""
     a = s.half_width
@@ -202,9 +251,13 @@ def _paint(s: _Subject, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     aorta = (qx + 0.1 * s.half_width) ** 2 + (qy + 0.38 * s.half_depth - 0.2 * s.half_width) ** 2
     hu[np.broadcast_to(aorta <= (0.065 * s.half_width) ** 2, s.shape)] = s.hu["aorta"]
     # Painted in this order so that small organs stay whole where large ones reach them.
-    for name, label, value in (("liver_right", 1, "liver"), ("liver_left", 1, "liver"),
-                               ("spleen", 3, "spleen"), ("kidney_right", 2, "kidneys"),
-                               ("kidney_left", 2, "kidneys")):
+    for name, label, value in (
+        ("liver_right", 1, "liver"),
+        ("liver_left", 1, "liver"),
+        ("spleen", 3, "spleen"),
+        ("kidney_right", 2, "kidneys"),
+        ("kidney_left", 2, "kidneys"),
+    ):
         organ = _ellipsoid(coords, *s.organs[name]) & inside
         hu[organ] = s.hu[value]
         labels[organ] = label
@@ -232,8 +285,9 @@ def generate_phantom(
     """
     if shape is not None and (len(shape) != 3 or any(int(n) != n or n < 8 for n in shape)):
         raise ValueError(f"shape must be three integers >= 8, got {shape!r}")
-    if spacing is not None and (len(spacing) != 3 or not all(np.isfinite(d) and d > 0
-                                                             for d in spacing)):
+    if spacing is not None and (
+        len(spacing) != 3 or not all(np.isfinite(d) and d > 0 for d in spacing)
+    ):
         raise ValueError(f"spacing must be three positive millimetre sizes, got {spacing!r}")
     rng = np.random.default_rng(seed)
     subject = _draw_subject(rng, shape, spacing)
@@ -285,8 +339,9 @@ def _series_geometry(affine: np.ndarray) -> tuple[list[float], list[float], floa
     return orientation, [float(sizes[1]), float(sizes[0])], float(sizes[2])
 
 
-def _slice_dataset(image_hu: np.ndarray, affine: np.ndarray, k: int, uids: dict[str, str],
-                   patient_id: str) -> Dataset:
+def _slice_dataset(
+    image_hu: np.ndarray, affine: np.ndarray, k: int, uids: dict[str, str], patient_id: str
+) -> Dataset:
     orientation, pixel_spacing, thickness = _series_geometry(affine)
     position = _LPS_FROM_RAS @ (affine[:3, :3] @ [0.0, 0.0, k] + affine[:3, 3])
     normal = np.cross(orientation[:3], orientation[3:])
@@ -346,8 +401,10 @@ def write_dicom_series(
     folder = Path(folder)
     image_hu = np.asarray(image_hu)
     if image_hu.ndim != 3 or np.asarray(affine).shape != (4, 4):
-        raise ValueError(f"need a 3-D image and a 4x4 affine, got shapes {image_hu.shape} and "
-                         f"{np.asarray(affine).shape}")
+        raise ValueError(
+            f"need a 3-D image and a 4x4 affine, got shapes {image_hu.shape} and "
+            f"{np.asarray(affine).shape}"
+        )
     series = series_uid or _uid(seed, "series")
     uids = {"study": _uid(seed, "study"), "series": series, "frame": _uid(seed, "frame")}
     staging = folder.with_name(f".{folder.name}.tmp")
@@ -355,8 +412,13 @@ def write_dicom_series(
     staging.mkdir(parents=True)
     for k in range(image_hu.shape[2]):
         uids["sop"] = _uid(seed, series, "slice", k)
-        ds = _slice_dataset(image_hu, np.asarray(affine, dtype=np.float64), k, uids,
-                            patient_id or f"PHANTOM-{seed:04d}")
+        ds = _slice_dataset(
+            image_hu,
+            np.asarray(affine, dtype=np.float64),
+            k,
+            uids,
+            patient_id or f"PHANTOM-{seed:04d}",
+        )
         ds.save_as(staging / f"{uids['sop']}.dcm", enforce_file_format=True)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(staging, folder)
@@ -381,8 +443,9 @@ def mr_from_ct(hu: np.ndarray, seed: int) -> np.ndarray:
     multiplicative bias field (coil inhomogeneity, about ±20 %) and Rician noise."""
     rng = np.random.default_rng([seed, 1])
     signal = np.interp(hu.astype(np.float32), *_T1_KNOTS).astype(np.float32)
-    field = ndimage.gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32),
-                                    sigma=[s / 3 for s in hu.shape])
+    field = ndimage.gaussian_filter(
+        rng.standard_normal(hu.shape).astype(np.float32), sigma=[s / 3 for s in hu.shape]
+    )
     field /= max(float(np.abs(field).max()), 1e-6)
     signal *= np.exp(0.2 * field)
     sigma = rng.uniform(0.015, 0.035)
@@ -434,14 +497,20 @@ def write_cohort(
         write_nifti(root / label_ref, labels, affine)
         if index < dicom_subjects:
             image_ref = f"dicom/{subject_id}"
-            write_dicom_series(root / image_ref, image, affine, seed=subject_seed,
-                               patient_id=f"PHANTOM-{index + 1:04d}")
+            write_dicom_series(
+                root / image_ref,
+                image,
+                affine,
+                seed=subject_seed,
+                patient_id=f"PHANTOM-{index + 1:04d}",
+            )
         else:
             image_ref = f"imagesTr/{subject_id}.nii.gz"
             write_nifti(root / image_ref, image, affine)
         rows.append({"subject_id": subject_id, "image": image_ref, "label": label_ref})
-    _write_atomic(root / "labels.json",
-                  json.dumps({str(k): v for k, v in LABEL_MAP.items()}, indent=2) + "\n")
+    _write_atomic(
+        root / "labels.json", json.dumps({str(k): v for k, v in LABEL_MAP.items()}, indent=2) + "\n"
+    )
     _write_atomic(manifest, _csv_text(rows))
     return manifest
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from medssl.platform.augment.config import AugmentConfig
 from medssl.platform.augment.keyed import keyed_normal, keyed_range, keyed_uniform, sample_keys
+from medssl.platform.augment.signal import SignalAugmentConfig, augment_signals
 from medssl.platform.augment.spatial import ViewGeometry, affine_from_box, sample_geometry, warp
 from medssl.platform.augment.views import ViewGenerator, Views
 
 __all__ = [
     "AugmentConfig",
+    "SignalAugmentConfig",
+    "augment_signals",
     "ViewGenerator",
     "ViewGeometry",
     "affine_from_box",

@@ -1,9 +1,11 @@
 """Encoders: networks that turn a batch into a global vector and, with a decoder, a dense map.
-Importing this package registers the MONAI, TS2Vec and tsai encoders in `ENCODERS`."""
+Importing this package registers the MONAI, TS2Vec, tsai and 1-D EfficientNet encoders in
+`ENCODERS`."""
 
 from __future__ import annotations
 
 from medssl.platform.encoders.base import Encoder, EncoderOutput, SegmentationNet
+from medssl.platform.encoders.efficientnet1d import EfficientNet1DEncoder
 from medssl.platform.encoders.factory import (
     architecture_of,
     build_encoder,
@@ -18,6 +20,7 @@ from medssl.platform.encoders.tsai import TsaiEncoder
 from medssl.platform.encoders.unet import UNetEncoder
 
 __all__ = [
+    "EfficientNet1DEncoder",
     "Encoder",
     "EncoderOutput",
     "ResNetEncoder",

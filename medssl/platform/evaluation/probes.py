@@ -1,17 +1,19 @@
-"""Probes on frozen features: a cross-validated logistic regression and a weighted kNN.
+"""Probes on frozen features: cross-validated logistic and ridge regression, and kNN (weighted
+votes for classes, the mean for continuous targets).
 
 They measure what an encoder learnt without training it; test labels are used only to score.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -196,3 +198,146 @@ def knn_probe(
         parts.append(votes / votes.sum(dim=1, keepdim=True))
     probabilities = torch.cat(parts).numpy()
     return _result(yte, probabilities, details, k=k_used)
+
+
+#: Ridge penalties searched by the ridge probe's cross-validation (on standardised features).
+DEFAULT_ALPHAS: tuple[float, ...] = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
+
+
+def _targets(y: Labels | Sequence[float], name: str, n: int) -> np.ndarray:
+    a = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    a = a.reshape(-1)
+    if a.shape[0] != n:
+        raise ValueError(f"{name} has {a.shape[0]} targets for {n} feature rows")
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold numeric regression targets, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} holds NaN or infinite targets; drop those samples before probing")
+    return a
+
+
+def _regression_data(
+    train_x: Features, train_y: Any, test_x: Features, test_y: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    xtr, xte = _features(train_x, "train_x"), _features(test_x, "test_x")
+    if xtr.shape[1] != xte.shape[1]:
+        raise ValueError(f"train_x has {xtr.shape[1]} features, test_x {xte.shape[1]}")
+    ytr = _targets(train_y, "train_y", xtr.shape[0])
+    yte = _targets(test_y, "test_y", xte.shape[0])
+    return xtr, ytr, xte, yte
+
+
+def _regression_result(
+    y_true: np.ndarray, predictions: np.ndarray, details: bool, **extra: Any
+) -> dict[str, Any]:
+    error = predictions - y_true
+    spread = float(np.sum((y_true - y_true.mean()) ** 2))
+    if spread > 0:
+        r2 = 1.0 - float(np.sum(error**2)) / spread
+    else:
+        warnings.warn(
+            "R^2 is undefined when every test target is equal; returning NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        r2 = float("nan")
+    out: dict[str, Any] = {
+        "mae": float(np.mean(np.abs(error))),
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "r2": r2,
+    }
+    if details:
+        out.update(extra, predictions=predictions)
+    return out
+
+
+def ridge_probe(
+    train_x: Features,
+    train_y: Any,
+    test_x: Features,
+    test_y: Any,
+    *,
+    seed: int = 0,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    max_folds: int = 5,
+    details: bool = False,
+) -> dict[str, Any]:
+    """Ridge regression on standardised frozen features (the age / BMI probes of Abbaspourazad
+    et al., ICLR 2024): w = argmin ||y - X w - b||^2 + alpha ||w||^2.
+
+    The scaler is fitted on the training features only (inside each fold during the search),
+    and alpha is chosen from `alphas` by shuffled k-fold cross-validation (mean squared error)
+    on the training set only; k = min(`max_folds`, training set size). With a single training
+    sample no split is possible and alpha = 1. The test set is touched once, to score.
+
+    Returns {"mae", "rmse", "r2"} (R^2 is NaN, with a warning, when the test targets are all
+    equal); with `details` also "alpha", "folds" (0 when no split was possible) and
+    "predictions" (n_test,). NaN or infinite features or targets raise ValueError naming which.
+
+    Example:
+        >>> x = np.arange(10.0)[:, None]; y = 2 * x[:, 0] + 1
+        >>> round(ridge_probe(x, y, x, y, alphas=(1e-6,))["mae"], 3)
+        0.0
+    """
+    if not alphas or any(not a > 0 for a in alphas):
+        raise ValueError(f"alphas must be positive ridge penalties, got {alphas}")
+    if max_folds < 2:
+        raise ValueError(f"max_folds must be >= 2, got {max_folds}")
+    xtr, ytr, xte, yte = _regression_data(train_x, train_y, test_x, test_y)
+    pipeline = Pipeline([("scale", StandardScaler()), ("ridge", Ridge())])
+    folds = int(min(max_folds, xtr.shape[0]))
+    if folds >= 2:
+        search = GridSearchCV(
+            pipeline,
+            {"ridge__alpha": [float(a) for a in alphas]},
+            scoring="neg_mean_squared_error",
+            cv=KFold(n_splits=folds, shuffle=True, random_state=seed),
+            refit=True,
+        )
+        search.fit(xtr, ytr)
+        model = search.best_estimator_
+        best_alpha = float(search.best_params_["ridge__alpha"])
+    else:
+        folds, best_alpha = 0, 1.0
+        model = pipeline.set_params(ridge__alpha=best_alpha).fit(xtr, ytr)
+    predictions = np.asarray(model.predict(xte), dtype=np.float64)
+    return _regression_result(yte, predictions, details, alpha=best_alpha, folds=folds)
+
+
+def knn_regression_probe(
+    train_x: Features,
+    train_y: Any,
+    test_x: Features,
+    test_y: Any,
+    *,
+    k: int = 20,
+    details: bool = False,
+    chunk_size: int = 1024,
+) -> dict[str, Any]:
+    """k-nearest-neighbour regression on L2-normalised frozen features: the prediction is the
+    plain mean target of the k training samples of highest cosine similarity (k capped at the
+    training set size).
+
+    Returns {"mae", "rmse", "r2"}; with `details` also "k" (as used) and "predictions".
+
+    Example:
+        >>> x = np.array([[1.0, 0.0], [0.0, 1.0]]); y = np.array([3.0, 5.0])
+        >>> knn_regression_probe(x, y, x, y, k=1)["mae"]
+        0.0
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    xtr, ytr, xte, yte = _regression_data(train_x, train_y, test_x, test_y)
+    train = torch.nn.functional.normalize(torch.from_numpy(xtr), dim=1)
+    test = torch.nn.functional.normalize(torch.from_numpy(xte), dim=1)
+    targets = torch.from_numpy(ytr)
+    k_used = min(k, train.shape[0])
+    parts = []
+    for start in range(0, test.shape[0], chunk_size):
+        _, top_idx = (test[start : start + chunk_size] @ train.T).topk(k_used, dim=1)
+        parts.append(targets[top_idx].mean(dim=1))
+    predictions = torch.cat(parts).numpy()
+    return _regression_result(yte, predictions, details, k=k_used)

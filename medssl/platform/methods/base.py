@@ -6,6 +6,7 @@ rest (optimiser, schedule, logging, checkpoints).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
@@ -93,3 +94,13 @@ def projection_head(encoder: Encoder, hidden_dim: int, projection_dim: int) -> n
         nn.Linear(hidden_dim, projection_dim),
     )
 
+
+@torch.no_grad()
+def ema_update(pairs: Iterable[tuple[nn.Module, nn.Module]], momentum: float) -> None:
+    """Move each target module towards its online twin: xi <- m xi + (1 - m) theta for
+    parameters; buffers (batch-norm statistics) are copied from the online module."""
+    for online, target in pairs:
+        for p_target, p_online in zip(target.parameters(), online.parameters(), strict=True):
+            p_target.lerp_(p_online.detach(), 1.0 - momentum)
+        for b_target, b_online in zip(target.buffers(), online.buffers(), strict=True):
+            b_target.copy_(b_online)

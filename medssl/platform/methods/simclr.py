@@ -17,7 +17,7 @@ from medssl.platform.batch import Batch
 from medssl.platform.encoders.base import Encoder
 from medssl.platform.engine.distributed import gather_no_grad
 from medssl.platform.losses.infonce import dcl, info_nce
-from medssl.platform.methods.base import Method, projection_head
+from medssl.platform.methods.base import Method, ema_update, projection_head
 from medssl.platform.registry import METHODS
 
 
@@ -135,12 +135,9 @@ class SimCLR(Method):
         if self.momentum is None or self.target_encoder is None or self.target_projector is None:
             return
         m = ema_momentum_at(self.momentum, step, max_steps)
-        pairs = ((self.encoder, self.target_encoder), (self.projector, self.target_projector))
-        for online, target in pairs:
-            for p_target, p_online in zip(target.parameters(), online.parameters(), strict=True):
-                p_target.lerp_(p_online.detach(), 1.0 - m)
-            for b_target, b_online in zip(target.buffers(), online.buffers(), strict=True):
-                b_target.copy_(b_online)
+        ema_update(
+            ((self.encoder, self.target_encoder), (self.projector, self.target_projector)), m
+        )
 
     def card(self) -> dict[str, Any]:
         return {"name": self.name, **self.config.model_dump(mode="json")}

@@ -1,0 +1,365 @@
+"""The ECG/PPG adapter registered as "biosignal": records (WFDB, CSV, npz) -> chosen leads at one
+rate, filtered -> segments with their participant, time and label, behind the `Modality` protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from torch.utils.data import Dataset
+
+from medssl.modalities.base import Modality, Problem, Purpose, Record
+from medssl.modalities.biosignal import filters
+from medssl.modalities.biosignal.prepared import PreparedWindows, prepare_windows
+from medssl.modalities.biosignal.quality import bad_samples, quality_issues
+from medssl.modalities.biosignal.readers import ReadOptions, read_info, read_signal
+from medssl.modalities.biosignal.sources import Source, pick_leads, read_sources
+from medssl.modalities.biosignal.validate import summarise, validate_biosignal
+from medssl.modalities.biosignal.windows import (
+    NORMAL_BEATS,
+    OTHER_BEATS,
+    beat_starts,
+    clean_windows,
+    fixed_starts,
+    time_splits,
+)
+from medssl.platform.errors import DataError
+from medssl.platform.registry import MODALITIES
+
+log = logging.getLogger("medssl")
+PURPOSES = ("pretrain", "classification", "embed", "evaluate")
+
+
+class SourceSettings(BaseModel):
+    """`data.preprocessing.read`: how files without their own metadata are read (CSV / npz
+    rate, npz key, raw-to-physical gain and baseline, unit, annotation extension)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fs: float | None = Field(None, gt=0)
+    time_column: str | None = None
+    npz_key: str | None = None
+    gain: float = 1.0
+    baseline: float = 0.0
+    units: str = ""
+    annotation: str | None = "atr"
+
+
+class BeatLabels(BaseModel):
+    """`data.preprocessing.beats`: windows centred on annotated beats, label 0 for `normal`
+    symbols and 1 for `other` (AAMI N vs the rest by default); records without the
+    annotation file keep fixed, unlabelled windows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    annotation: str = "atr"
+    normal: tuple[str, ...] = NORMAL_BEATS
+    other: tuple[str, ...] = OTHER_BEATS
+
+
+class BiosignalPreprocessing(BaseModel):
+    """`data.preprocessing` for ECG / PPG.
+
+    fs: the rate every record is resampled to (polyphase), Hz.
+    leads: channels kept, in order; an entry may list alternatives, "II|MLII|ECG", the first
+        one a record has wins (case-insensitive). None keeps every channel of records that
+        all share them.
+    missing_leads: "error" (default) or "skip" records without the leads (logged).
+    bandpass: (low, high) Hz of a zero-phase Butterworth filter (None on a side: one-sided);
+        None switches it off. notch: a mains frequency to remove (50 or 60), or None.
+    window_seconds / stride_seconds: segment length and step (stride defaults to the length).
+    normalisation: "segment" z-scores each segment per lead (the paper), "none" keeps mV.
+    reject_bad: drop segments touching flat or clipped runs (segments with NaN are always
+        dropped); flat_seconds: how long an unchanged value must last to count as flat.
+    beats: label segments from beat annotations (`BeatLabels`).
+    split_by_time: (train, val, test) fractions of every record's duration; segments
+        straddling a boundary are dropped, so no beat reaches two splits.
+    read: `SourceSettings` for files without their own rate or units.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fs: float = Field(128.0, gt=0)
+    leads: tuple[str, ...] | None = None
+    missing_leads: Literal["error", "skip"] = "error"
+    bandpass: tuple[float | None, float | None] | None = (0.5, 40.0)
+    notch: float | None = Field(None, gt=0)
+    window_seconds: float = Field(10.0, gt=0)
+    stride_seconds: float | None = Field(None, gt=0)
+    normalisation: Literal["segment", "none"] = "segment"
+    reject_bad: bool = True
+    flat_seconds: float = Field(1.0, gt=0)
+    beats: BeatLabels | None = None
+    split_by_time: tuple[float, float, float] | None = None
+    read: SourceSettings = Field(default_factory=SourceSettings)
+
+    @field_validator("split_by_time")
+    @classmethod
+    def _fractions(cls, value: tuple[float, float, float] | None) -> Any:
+        if value is not None and (min(value) < 0 or abs(sum(value) - 1) > 1e-6 or value[0] == 0):
+            raise ValueError(f"split_by_time must be 3 fractions >= 0 summing to 1, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _band(self) -> BiosignalPreprocessing:
+        if self.bandpass is not None:
+            low, high = self.bandpass
+            if high is not None and high >= self.fs / 2:
+                raise ValueError(
+                    f"bandpass high edge {high} Hz must lie below half of fs ({self.fs / 2} Hz)"
+                )
+            if low is not None and high is not None and low >= high:
+                raise ValueError(f"bandpass low edge {low} must be below the high edge {high}")
+        return self
+
+    @property
+    def window(self) -> int:
+        return int(round(self.window_seconds * self.fs))
+
+    @property
+    def stride(self) -> int:
+        return int(round((self.stride_seconds or self.window_seconds) * self.fs))
+
+
+@dataclass
+class Cleaned:
+    """A record at the target rate: (C, T) float32 values and (T,) samples to avoid."""
+
+    values: np.ndarray
+    bad: np.ndarray
+    leads: tuple[str, ...]
+    units: tuple[str, ...]
+
+
+@MODALITIES.register("biosignal")
+class BiosignalModality(Modality):
+    """ECG and PPG records cut into segments for participant-level pretraining and probes.
+
+    A dataset is a folder of records (each its own participant), one record file, or a
+    manifest mapping records to participants. `scan` reads every record once (rate, leads,
+    bad runs and beat annotations decide which segments exist) and returns one `Record` per
+    segment: subject_id = participant, label from beat annotations or the manifest, split
+    from the manifest or `split_by_time`. Items are `{x (C, T) float32, subject (participant
+    index), index, position (segment centre / record duration), fs, label}`.
+
+    Example:
+        >>> BiosignalModality({"fs": 100, "window_seconds": 5}).contract()["window"]
+        500
+    """
+
+    name: ClassVar[str] = "biosignal"
+    provides: ClassVar[frozenset[str]] = frozenset({"subject", "index", "position", "fs", "label"})
+    default_encoder: ClassVar[str] = "efficientnet1d"
+    Preprocessing: ClassVar[type[BaseModel]] = BiosignalPreprocessing
+
+    preprocessing: BiosignalPreprocessing
+
+    def __init__(self, preprocessing: Any = None) -> None:
+        super().__init__(preprocessing)
+        self._cleaned: dict[str, Cleaned | None] = {}
+        self._annotations: dict[str, Any] = {}
+        self._rates: dict[str, float] = {}
+
+    def read_options(self) -> ReadOptions:
+        settings = self.preprocessing.read.model_dump()
+        if self.preprocessing.beats is not None:
+            settings["annotation"] = self.preprocessing.beats.annotation
+        return ReadOptions(**settings)
+
+    def clean(self, path: str, reading: Sequence[tuple[str, float]] = ()) -> Cleaned | None:
+        """A record's chosen leads at the target rate, filtered, with its bad samples; None
+        when it lacks the leads (the caller decides whether that is an error). Cached."""
+        if path in self._cleaned:
+            return self._cleaned[path]
+        p = self.preprocessing
+        signal = read_signal(path, replace(self.read_options(), **dict(reading)))
+        channels = pick_leads(p.leads, signal.leads)
+        if channels is None:
+            self._cleaned[path] = None
+            return None
+        raw = signal.values[channels]
+        chosen = replace(
+            signal,
+            values=raw,
+            leads=tuple(signal.leads[c] for c in channels),
+            units=tuple(signal.units[c] for c in channels),
+        )
+        for line in summarise(quality_issues(chosen, flat_seconds=p.flat_seconds)):
+            log.info("%s: %s", path, line)
+        bad_raw = bad_samples(raw, signal.fs, flat_seconds=p.flat_seconds).any(axis=0)
+        if not p.reject_bad:
+            bad_raw = np.isnan(raw).any(axis=0)
+        values = raw if signal.fs == p.fs else filters.resample(raw, signal.fs, p.fs)
+        if p.bandpass is not None:
+            values = filters.bandpass(values, p.fs, p.bandpass[0], p.bandpass[1])
+        if p.notch is not None:
+            values = filters.notch(values, p.fs, p.notch)
+        # A target sample is bad when either source sample around it is.
+        src = np.minimum(
+            (np.arange(values.shape[1]) * signal.fs / p.fs).astype(np.int64), len(bad_raw) - 1
+        )
+        bad = bad_raw[src] | bad_raw[np.minimum(src + 1, len(bad_raw) - 1)]
+        bad |= np.isnan(values).any(axis=0)
+        cleaned = Cleaned(values.astype(np.float32), bad, chosen.leads, chosen.units)
+        self._cleaned[path] = cleaned
+        self._annotations[path] = signal.annotations
+        self._rates[path] = signal.fs
+        return cleaned
+
+    def scan(self, path: str | Path) -> list[Record]:
+        p = self.preprocessing
+        sources = read_sources(path)
+        missing = [s.path for s in sources if self.clean(s.path, s.reading) is None]
+        if missing and p.missing_leads == "error":
+            raise DataError(
+                f"{path}: {len(missing)} record(s) lack the leads {list(p.leads or [])}; "
+                "choose other data.preprocessing.leads or set missing_leads: skip",
+                [f"{m}: has none of the leads {list(p.leads or [])}" for m in missing],
+            )
+        for m in missing:
+            log.info("%s: skipped, it has none of the leads %s", m, list(p.leads or []))
+        records: list[Record] = []
+        for source in sources:
+            if source.path not in missing:
+                records += self._segments(source)
+        if not records:
+            raise DataError(
+                f"{path}: no segment of {p.window_seconds} s survives (records too short, or "
+                "every segment touches NaN, flat or clipped samples); lower "
+                "data.preprocessing.window_seconds or set reject_bad: false"
+            )
+        return records
+
+    def _segments(self, source: Source) -> list[Record]:
+        p = self.preprocessing
+        cleaned = self.clean(source.path)
+        assert cleaned is not None
+        samples = cleaned.values.shape[1]
+        annotations = self._annotations.get(source.path)
+        labels: np.ndarray | None = None
+        if p.beats is not None and annotations is not None:
+            starts, labels = beat_starts(
+                annotations.samples,
+                annotations.symbols,
+                scale=p.fs / self._rates[source.path],
+                length=p.window,
+                samples=samples,
+                normal=p.beats.normal,
+                other=p.beats.other,
+            )
+        else:
+            starts = fixed_starts(samples, p.window, p.stride)
+        keep = clean_windows(starts, p.window, cleaned.bad)
+        if p.split_by_time is not None and source.split is None:
+            splits = time_splits(starts, p.window, samples, p.split_by_time)
+            keep &= splits != ""
+        else:
+            splits = np.full(len(starts), source.split, dtype=object)
+        dropped = int((~keep).sum())
+        if dropped:
+            log.info(
+                "%s: %d of %d segments dropped (bad samples or split boundaries)",
+                source.path,
+                dropped,
+                len(starts),
+            )
+        out = []
+        for k in np.flatnonzero(keep):
+            start = int(starts[k])
+            label = source.label if labels is None else int(labels[k])
+            out.append(
+                Record(
+                    subject_id=source.participant,
+                    image=f"{source.path}#{start}",
+                    label=label,
+                    split=splits[k] or None,
+                    extra={
+                        "source": source.path,
+                        "start": start,
+                        "reading": source.reading,
+                        "position": (start + p.window / 2) / samples,
+                    },
+                )
+            )
+        return out
+
+    def validate(self, path: str | Path) -> list[Problem]:
+        problems, warnings = validate_biosignal(path, self.read_options())
+        for warning in warnings:
+            log.warning("%s", warning)
+        if problems or self.preprocessing.leads is None:
+            return problems
+        for source in read_sources(path):
+            info = read_info(source.path, self.read_options())
+            if pick_leads(self.preprocessing.leads, info.leads) is None:
+                if self.preprocessing.missing_leads == "error":
+                    problems.append(
+                        Problem(
+                            source.path,
+                            f"has leads {list(info.leads)}, none of {list(self.preprocessing.leads)}; "
+                            "choose other data.preprocessing.leads or set missing_leads: skip",
+                        )
+                    )
+        return problems
+
+    def prepare(self, records: Sequence[Record], cache_dir: str | Path) -> PreparedWindows:
+        return prepare_windows(records, cache_dir, self)
+
+    def dataset(
+        self, prepared: Any, indices: Sequence[int], purpose: Purpose, seed: int = 0
+    ) -> Dataset:
+        return SegmentDataset(prepared, indices, purpose)
+
+    def contract(self) -> dict[str, Any]:
+        p = self.preprocessing
+        return {
+            "fs": p.fs,
+            "leads": list(p.leads) if p.leads is not None else None,
+            "bandpass": list(p.bandpass) if p.bandpass is not None else None,
+            "notch": p.notch,
+            "window": p.window,
+            "normalisation": p.normalisation,
+            "layout": "(leads, samples)",
+        }
+
+
+class SegmentDataset(Dataset):
+    """Items `{x, subject, index, position, fs, label}` of prepared segments; `label` only
+    when every chosen segment has one (a float for regression targets)."""
+
+    def __init__(self, prepared: PreparedWindows, indices: Sequence[int], purpose: str) -> None:
+        if purpose not in PURPOSES:
+            raise ValueError(f"purpose {purpose!r} is not one of {PURPOSES}")
+        self.prepared = prepared
+        self.indices = [int(i) for i in indices]
+        labels = prepared.labels
+        self._with_label = labels is not None and all(not np.isnan(labels[i]) for i in self.indices)
+        if purpose == "classification" and not self._with_label:
+            raise DataError(
+                f"{prepared.root}: classification needs a label for every chosen segment; give "
+                "the manifest a label column or set data.preprocessing.beats"
+            )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        i = self.indices[position]
+        p = self.prepared
+        item: dict[str, Any] = {
+            "x": np.array(p.values[i], dtype=np.float32),
+            "subject": np.int64(p.subjects[i]),
+            "index": np.int64(i),
+            "position": np.float32(p.positions[i]),
+            "fs": np.float32(p.fs),
+        }
+        if self._with_label:
+            value = p.labels[i]  # type: ignore[index]
+            item["label"] = np.int64(value) if p.integer_labels else np.float32(value)
+        return item

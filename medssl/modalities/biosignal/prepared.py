@@ -1,0 +1,108 @@
+"""The prepared form of a biosignal dataset: every segment cut, normalised and stored once as one
+(N, leads, samples) float32 .npy in the cache, served as a read-only memory map."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medssl.modalities.base import Record, write_cache_folder
+from medssl.modalities.biosignal.filters import zscore
+from medssl.modalities.timeseries.prepared import cache_key
+from medssl.platform.errors import DataError
+
+if TYPE_CHECKING:
+    from medssl.modalities.biosignal.adapter import BiosignalModality
+
+CACHE_VERSION = 1
+
+
+class PreparedWindows:
+    """Handle on prepared segments, in record order.
+
+    values: float32 (N, C, L) memory map; labels: float64 (N,) with NaN where a segment has
+    none (None when no segment has one), `integer_labels` when all are whole class numbers;
+    subjects: int64 (N,) participant index (`participants` names them); positions: (N,)
+    segment centre / record duration; fs, leads, units of every segment.
+    """
+
+    def __init__(self, records: Sequence[Record], root: Path) -> None:
+        self.records = list(records)
+        self.root = Path(root)
+        meta = json.loads((self.root / "meta.json").read_text())
+        self.values = np.load(self.root / "values.npy", mmap_mode="r")
+        labels = self.root / "labels.npy"
+        self.labels = np.load(labels) if labels.exists() else None
+        self.subjects = np.load(self.root / "subjects.npy")
+        self.positions = np.load(self.root / "positions.npy")
+        self.participants: tuple[str, ...] = tuple(meta["participants"])
+        self.fs: float = float(meta["fs"])
+        self.leads: tuple[str, ...] = tuple(meta["leads"])
+        self.units: tuple[str, ...] = tuple(meta["units"])
+        self.integer_labels: bool = bool(meta["integer_labels"])
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def channels(self) -> int:
+        """C, the leads of every segment (an encoder's in_channels)."""
+        return int(self.values.shape[1])
+
+
+def prepare_windows(
+    records: Sequence[Record], cache_dir: str | Path, modality: BiosignalModality
+) -> PreparedWindows:
+    """Cut and normalise the records' segments once; later calls with the same records, files
+    and preprocessing reopen the cache."""
+    if not records:
+        raise ValueError("prepare_windows needs at least one record")
+    p = modality.preprocessing
+    root = Path(cache_dir) / f"biosignal-{cache_key(records, p)[:16]}"
+    if (root / "meta.json").exists():
+        return PreparedWindows(records, root)
+    length = p.window
+    first = modality.clean(records[0].extra["source"], records[0].extra.get("reading", ()))
+    assert first is not None
+    values = np.empty((len(records), first.values.shape[0], length), dtype=np.float32)
+    leads, units = first.leads, first.units
+    for k, record in enumerate(records):
+        cleaned = modality.clean(record.extra["source"], record.extra.get("reading", ()))
+        assert cleaned is not None
+        if cleaned.values.shape[0] != values.shape[1]:
+            raise DataError(
+                f"{record.extra['source']} gives {cleaned.values.shape[0]} leads but "
+                f"{records[0].extra['source']} gives {values.shape[1]}; set "
+                "data.preprocessing.leads so every record serves the same leads"
+            )
+        start = record.extra["start"]
+        segment = cleaned.values[:, start : start + length].astype(np.float64)
+        values[k] = zscore(segment) if p.normalisation == "segment" else segment
+    participants = sorted({r.subject_id for r in records})
+    at = {name: k for k, name in enumerate(participants)}
+    raw_labels = [np.nan if r.label is None else float(r.label) for r in records]
+    labels = None if all(np.isnan(raw_labels)) else np.array(raw_labels, dtype=np.float64)
+    whole = labels is not None and all(
+        isinstance(r.label, (int, np.integer)) for r in records if r.label is not None
+    )
+    arrays: dict[str, Any] = {
+        "values": values,
+        "labels": labels,
+        "subjects": np.array([at[r.subject_id] for r in records], dtype=np.int64),
+        "positions": np.array([r.extra["position"] for r in records], dtype=np.float32),
+    }
+    meta = {
+        "version": CACHE_VERSION,
+        "participants": participants,
+        "fs": p.fs,
+        "leads": list(leads),
+        "units": list(units),
+        "integer_labels": bool(whole),
+        "preprocessing": p.model_dump(mode="json"),
+    }
+    write_cache_folder(root, arrays, meta)
+    return PreparedWindows(records, root)
