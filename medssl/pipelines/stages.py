@@ -124,6 +124,11 @@ def pretrain_loader(ctx: RunContext, requires: frozenset[str], batch_size: int) 
     partition labels (one slice of each partition of each volume per batch)."""
     kept = ctx.kept_index()
     if SUBJECT_PAIRS in requires:
+        if kept is not None:
+            raise ConfigError(
+                "stages: 'reduce' keeps slices of volumes; participant-level contrast trains "
+                "on biosignal segments, remove 'reduce' from stages"
+            )
         return subject_pair_loader(ctx, batch_size)
     if not (ctx.slices and "partition" in requires):
         return ctx.loader(ctx.train, "pretrain", batch_size, distributed_shuffle=True, kept=kept)
@@ -153,6 +158,12 @@ def subject_pair_loader(ctx: RunContext, batch_size: int) -> Any:
     """Batches of pairs of training items of one subject (participant-level contrast); a
     plain shuffled loader, with a warning, when no subject has two items."""
     subjects = [ctx.records[i].subject_id for i in ctx.train]
+    if len(set(subjects)) < 2:
+        raise ConfigError(
+            f"data.path: participant-level contrast needs at least 2 participants in training "
+            f"(found {len(set(subjects))}), since other participants are the negatives; add "
+            "participants or set pretrain.method.positives: segment"
+        )
     rank, world = launch_world()
     try:
         sampler = SubjectPairSampler(
@@ -323,11 +334,16 @@ def probe(ctx: RunContext) -> None:
             test_x, test_y = _features(ctx, encoder, holdout)
             position = {idx: k for k, idx in enumerate(train)}
         for budget in cfg.label_budgets if labelled else []:
-            subset = label_subset(ctx.records, train, budget, ctx.config.seed, stratify=True)
+            regression = is_regression(
+                cfg.target, train_y, getattr(ctx.prepared, "integer_labels", True)
+            )
+            subset = label_subset(
+                ctx.records, train, budget, ctx.config.seed, stratify=not regression
+            )
             chosen = [position[i] for i in subset]
             x, y = train_x[chosen], train_y[chosen]
             for kind in labelled:
-                metrics = _probe_metrics(ctx, kind, (x, y), (test_x, test_y))
+                metrics = _probe_metrics(ctx, kind, regression, (x, y), (test_x, test_y))
                 for metric, value in metrics.items():
                     rows.append(
                         ctx.row(
@@ -344,16 +360,33 @@ def probe(ctx: RunContext) -> None:
         ctx.state.mark_done(key, rows)
 
 
+#: Above this many distinct whole-number labels, `probe.target: auto` probes a regression.
+MAX_AUTO_CLASSES = 20
+
+
+def is_regression(target: str, labels: np.ndarray, whole: bool) -> bool:
+    """Whether probes regress (MAE) rather than classify (AUROC): as `probe.target` says, or
+    for `auto` when the labels are not whole numbers or take more than 20 values.
+
+    Example:
+        >>> is_regression("auto", np.arange(40), whole=True), is_regression("auto", np.r_[0, 1], True)
+        (True, False)
+    """
+    if target != "auto":
+        return target == "regression"
+    return not whole or len(np.unique(labels)) > MAX_AUTO_CLASSES
+
+
 def _probe_metrics(
     ctx: RunContext,
     kind: str,
+    regression: bool,
     train: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
 ) -> dict[str, float]:
-    """One probe's scores: classification (AUROC, accuracy) for class labels, or regression
-    (MAE, RMSE, R^2) when the prepared data says its labels are continuous."""
+    """One probe's scores: classification (AUROC, accuracy) or regression (MAE, RMSE, R^2),
+    see `is_regression`."""
     cfg, seed = ctx.config.probe, ctx.config.seed
-    regression = not getattr(ctx.prepared, "integer_labels", True)
     if regression and kind == "svm":
         raise ConfigError(
             "probe.kinds: 'svm' classifies, but these labels are continuous; use linear "

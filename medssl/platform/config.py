@@ -233,6 +233,11 @@ class ProbeConfig(Section):
     )
     batch_size: int = Field(16, ge=1)
     knn_k: int = Field(20, ge=1)
+    target: Literal["auto", "classification", "regression"] = Field(
+        "auto",
+        description="auto: regression when labels are not whole numbers or take more than "
+        "20 values (e.g. age), classification otherwise",
+    )
 
     _budgets = field_validator("label_budgets")(_check_budgets)
 
@@ -314,7 +319,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        raise ConfigError(
+            f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}"
+        )
     return loaded
 
 
@@ -406,9 +413,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
     return None
 
 
-def format_validation_error(
-    exc: ValidationError, model: type[BaseModel], prefix: str = ""
-) -> str:
+def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
     """One line per problem: `key.path: problem (got VALUE)`, listing allowed keys."""
     lines = []
     for err in exc.errors():

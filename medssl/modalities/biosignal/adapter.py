@@ -200,12 +200,11 @@ class BiosignalModality(Modality):
             values = filters.bandpass(values, p.fs, p.bandpass[0], p.bandpass[1])
         if p.notch is not None:
             values = filters.notch(values, p.fs, p.notch)
-        # A target sample is bad when either source sample around it is.
-        src = np.minimum(
-            (np.arange(values.shape[1]) * signal.fs / p.fs).astype(np.int64), len(bad_raw) - 1
-        )
-        bad = bad_raw[src] | bad_raw[np.minimum(src + 1, len(bad_raw) - 1)]
-        bad |= np.isnan(values).any(axis=0)
+        # A target sample is bad when any source sample it covers is.
+        bad = bad_raw
+        if signal.fs != p.fs:
+            bad = filters.resampled_mask(bad_raw[None], signal.fs / p.fs, values.shape[1])[0]
+        bad = bad | np.isnan(values).any(axis=0)
         cleaned = Cleaned(values.astype(np.float32), bad, chosen.leads, chosen.units)
         self._cleaned[path] = cleaned
         self._annotations[path] = signal.annotations
@@ -296,7 +295,7 @@ class BiosignalModality(Modality):
         if problems or self.preprocessing.leads is None:
             return problems
         for source in read_sources(path):
-            info = read_info(source.path, self.read_options())
+            info = read_info(source.path, replace(self.read_options(), **dict(source.reading)))
             if pick_leads(self.preprocessing.leads, info.leads) is None:
                 if self.preprocessing.missing_leads == "error":
                     problems.append(

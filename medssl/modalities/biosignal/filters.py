@@ -34,7 +34,7 @@ def resample(values: np.ndarray, fs: float, target_fs: float) -> np.ndarray:
     out = sps.resample_poly(bridged, ratio.numerator, ratio.denominator, axis=1)
     out = _fit_length(out, length)
     if missing.any():
-        out[_resampled_mask(missing, fs / target_fs, length)] = np.nan
+        out[resampled_mask(missing, fs / target_fs, length)] = np.nan
     return out
 
 
@@ -131,7 +131,7 @@ def _bridge(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return bridged, missing
 
 
-def _resampled_mask(missing: np.ndarray, step: float, length: int) -> np.ndarray:
+def resampled_mask(missing: np.ndarray, step: float, length: int) -> np.ndarray:
     """Output sample j covers input positions [(j - 1/2) step, (j + 1/2) step); it is missing
     when an input sample whose own interval [i - 1/2, i + 1/2) overlaps that span is."""
     total = missing.shape[1]

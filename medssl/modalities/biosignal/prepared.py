@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +14,6 @@ import numpy as np
 
 from medssl.modalities.base import Record, write_cache_folder
 from medssl.modalities.biosignal.filters import zscore
-from medssl.modalities.timeseries.prepared import cache_key
 from medssl.platform.errors import DataError
 
 if TYPE_CHECKING:
@@ -54,6 +55,34 @@ class PreparedWindows:
         return int(self.values.shape[1])
 
 
+def windows_key(records: Sequence[Record], preprocessing: Any) -> str:
+    """sha256 of what the prepared segments depend on: the preprocessing, each segment's
+    record, start, label, split, participant and reading settings, and size / mtime of every
+    file of each record (a WFDB header's signal and annotation files too)."""
+    files = set()
+    for source in {r.extra["source"] for r in records}:
+        path = Path(source)
+        stem = path.name.split(".")[0]
+        files |= {str(f) for f in path.parent.glob(f"{stem}.*") if f.is_file()}
+    stamps = {}
+    for name in sorted(files):
+        st = os.stat(name)
+        stamps[name] = [st.st_size, st.st_mtime_ns]
+    text = json.dumps(
+        {
+            "version": CACHE_VERSION,
+            "preprocessing": preprocessing.model_dump(mode="json"),
+            "records": [
+                [r.image, r.split, r.label, r.subject_id, list(r.extra.get("reading", ()))]
+                for r in records
+            ],
+            "files": stamps,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def prepare_windows(
     records: Sequence[Record], cache_dir: str | Path, modality: BiosignalModality
 ) -> PreparedWindows:
@@ -62,7 +91,7 @@ def prepare_windows(
     if not records:
         raise ValueError("prepare_windows needs at least one record")
     p = modality.preprocessing
-    root = Path(cache_dir) / f"biosignal-{cache_key(records, p)[:16]}"
+    root = Path(cache_dir) / f"biosignal-{windows_key(records, p)[:16]}"
     if (root / "meta.json").exists():
         return PreparedWindows(records, root)
     length = p.window
@@ -73,10 +102,12 @@ def prepare_windows(
     for k, record in enumerate(records):
         cleaned = modality.clean(record.extra["source"], record.extra.get("reading", ()))
         assert cleaned is not None
-        if cleaned.values.shape[0] != values.shape[1]:
+        # Named leads may come under other names (II or MLII); all channels must match.
+        served = [x.lower() for x in cleaned.leads]
+        if len(served) != len(leads) or (p.leads is None and served != [x.lower() for x in leads]):
             raise DataError(
-                f"{record.extra['source']} gives {cleaned.values.shape[0]} leads but "
-                f"{records[0].extra['source']} gives {values.shape[1]}; set "
+                f"{record.extra['source']} serves leads {list(cleaned.leads)} but "
+                f"{records[0].extra['source']} serves {list(leads)}; set "
                 "data.preprocessing.leads so every record serves the same leads"
             )
         start = record.extra["start"]

@@ -238,8 +238,8 @@ def _rate_from_times(path: Path, name: str, times: np.ndarray) -> float:
 def _required_fs(path: Path, options: ReadOptions) -> float:
     if options.fs is None:
         raise DataError(
-            f"{path}: states no sampling rate (no time or rate column); pass it as "
-            "ReadOptions(fs=...) in Hz"
+            f"{path}: states no sampling rate (no time or rate column); give it in Hz as "
+            "data.preprocessing.read.fs, or per record in a manifest 'fs' column"
         )
     return float(options.fs)
 

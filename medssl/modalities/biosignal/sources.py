@@ -41,15 +41,17 @@ def read_sources(path: str | Path) -> list[Source]:
         if not found:
             raise DataError(f"{root} holds no WFDB, CSV or npz record")
         log.info("%s: no manifest, so every record is its own participant", root)
-        return [Source(p, _participant(p)) for p in found]
+        return [Source(p, _participant(p, root)) for p in found]
     if root.is_file():
-        return [Source(str(root), _participant(str(root)))]
+        return [Source(str(root), _participant(str(root), root.parent))]
     raise DataError(f"{root} does not exist; give a folder, a manifest or a record file")
 
 
-def _participant(path: str) -> str:
-    name = Path(path).name
-    return name.split(".")[0] if not name.endswith(".dat") else name[: -len(".dat")]
+def _participant(path: str, root: Path) -> str:
+    """A record's id: its path below the dataset folder without the suffix (`100`,
+    `p1/rest`), so equal file names in different folders stay different participants."""
+    relative = Path(path).relative_to(root)
+    return str(relative.with_name(relative.name.split(".")[0]))
 
 
 def _manifest_sources(path: Path) -> list[Source]:

@@ -1,5 +1,5 @@
 """Cutting preprocessed records into segments: fixed windows, beat-centred windows labelled from
-annotations, a causal split of each record by time, and rejection of windows over bad samples."""
+annotations, a split of each record by time, and rejection of windows over bad samples."""
 
 from __future__ import annotations
 
@@ -69,18 +69,21 @@ def time_splits(
     starts: np.ndarray, length: int, samples: int, fractions: Sequence[float]
 ) -> np.ndarray:
     """The split ("train", "val", "test") of each window when a record's first
-    fractions[0] of time trains, the next fractions[1] validates and the rest tests; windows
-    that straddle a boundary get "" (drop them: a beat must not reach both sides).
+    fractions[0] of time trains, the next fractions[1] validates and the rest tests. Windows
+    within `length` samples of an inner boundary get "" (drop them): no beat reaches both
+    sides, and neither do the tails of the zero-phase filters run over the whole record.
 
     Example:
-        >>> time_splits(np.array([0, 4, 6]), 4, 10, (0.5, 0.0, 0.5)).tolist()
-        ['train', '', 'test']
+        >>> time_splits(np.array([0, 4, 10, 16]), 4, 20, (0.5, 0.0, 0.5)).tolist()
+        ['train', '', '', 'test']
     """
     edges = np.concatenate([[0.0], np.cumsum(fractions)]) * samples
     edges[-1] = max(edges[-1], samples)
     out = np.full(len(starts), "", dtype=object)
-    for name, low, high in zip(SPLIT_NAMES, edges[:-1], edges[1:], strict=True):
-        inside = (starts >= low) & (starts + length <= high)
+    for k, (name, low, high) in enumerate(zip(SPLIT_NAMES, edges[:-1], edges[1:], strict=True)):
+        guard_low = low + length if k > 0 else low
+        guard_high = high - length if k < len(SPLIT_NAMES) - 1 else high
+        inside = (starts >= guard_low) & (starts + length <= guard_high)
         out[inside] = name
     return out
 

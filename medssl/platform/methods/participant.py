@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from medssl.platform.augment.keyed import sample_keys
@@ -67,7 +67,7 @@ class ParticipantContrast(Method):
     """
 
     name: ClassVar[str] = "participant"
-    requires: ClassVar[frozenset[str]] = frozenset({"index", "subject"})
+    requires: ClassVar[frozenset[str]] = frozenset({"index", "subject", "fs"})
     encoder_output: ClassVar[str] = "global"
 
     class Config(BaseModel):
@@ -85,6 +85,16 @@ class ParticipantContrast(Method):
             default_factory=lambda: SignalAugmentConfig.preset("ecg")
         )
         leads: list[str] | None = None
+
+        @model_validator(mode="after")
+        def _leads(self) -> ParticipantContrast.Config:
+            if self.augment.limb_leads > 0 and not self.leads:
+                raise ValueError(
+                    "augment.limb_leads recomputes limb leads from I and II, so it needs "
+                    "pretrain.method.leads: the served leads in order, e.g. [I, II, III, aVR, "
+                    "aVL, aVF]"
+                )
+            return self
 
         @field_validator("augment", mode="before")
         @classmethod
@@ -128,7 +138,7 @@ class ParticipantContrast(Method):
     def _layout(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(views, partner within the rows, group of each row)."""
         x, index, subject = batch["x"], batch["index"], batch["subject"]
-        fs = float(batch["fs"].reshape(-1)[0]) if "fs" in batch else 1.0
+        fs = float(batch["fs"].reshape(-1)[0])
         n = x.shape[0]
         rows = torch.arange(n, device=x.device)
         if self.config.positives == "participant" and pair_partners(subject, index):
@@ -141,7 +151,9 @@ class ParticipantContrast(Method):
             self._warned = True
         views = torch.cat([self._views(x, index, 0, fs), self._views(x, index, 1, fs)])
         partner = torch.cat([rows + n, rows])
-        return views, partner, torch.cat([subject, subject])
+        # Segment-level positives: every other segment is a negative, even one of the same
+        # participant (with one participant there would be no negative at all otherwise).
+        return views, partner, torch.cat([index, index])
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Loss = InfoNCE + w KoLeo, with `infonce`, `koleo`, the mean cosine of positive pairs
@@ -162,7 +174,10 @@ class ParticipantContrast(Method):
         nce = participant_info_nce(
             queries, all_keys, partner + offset, groups, all_groups, self.config.temperature
         )
-        koleo = koleo_loss(queries)
+        # KoLeo within one side of the pairs: across them a row's nearest neighbour would
+        # mostly be its own positive, which InfoNCE pulls close.
+        first = partner > torch.arange(partner.shape[0], device=partner.device)
+        koleo = (koleo_loss(queries[first]) + koleo_loss(queries[~first])) / 2
         loss = nce + self.config.koleo_weight * koleo
         with torch.no_grad():
             q = F.normalize(queries.float(), dim=1)

@@ -101,9 +101,7 @@ def test_manifest_maps_records_to_participants(wfdb_dir: Path, tmp_path: Path) -
     }
 
 
-def test_validate_command_passes_and_names_corrupt_records(
-    wfdb_dir: Path, tmp_path: Path
-) -> None:
+def test_validate_command_passes_and_names_corrupt_records(wfdb_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     ok = runner.invoke(app, ["validate", str(wfdb_dir), "--modality", "biosignal"])
     assert ok.exit_code == 0, ok.output

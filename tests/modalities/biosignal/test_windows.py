@@ -38,15 +38,16 @@ def test_time_split_never_straddles_and_is_causal() -> None:
     first_start = {name: samples for name in order}
     for start, split in zip(starts, splits, strict=True):
         if split == "":
-            # A dropped segment really crosses a boundary.
-            assert any(start < edge < start + length for edge in (600, 800))
+            # A dropped segment lies within one segment length of a boundary.
+            assert any(start - length < edge < start + 2 * length for edge in (600, 800))
             continue
         last_end[split] = max(last_end[split], start + length)
         first_start[split] = min(first_start[split], start)
     # Every training sample comes before every validation sample, and so on: nothing of the
     # future reaches an earlier split.
-    assert last_end["train"] <= 600 <= first_start["val"]
-    assert last_end["val"] <= 800 <= first_start["test"]
+    # A guard of one segment length on each side of a boundary keeps filter tails out.
+    assert last_end["train"] <= 600 - length and first_start["val"] >= 600 + length
+    assert last_end["val"] <= 800 - length and first_start["test"] >= 800 + length
 
 
 def test_clean_windows_drop_segments_touching_bad_samples() -> None:

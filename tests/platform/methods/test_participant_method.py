@@ -60,7 +60,20 @@ def test_reported_loss_is_infonce_plus_weighted_koleo() -> None:
     partner = torch.arange(6) ^ 1
     nce = participant_info_nce(q, k, partner, b["subject"], b["subject"], 0.04)
     assert float(out["infonce"]) == pytest.approx(float(nce), rel=1e-5)
-    assert float(out["loss"].detach()) == pytest.approx(float(nce + 0.1 * koleo_loss(q)), rel=1e-5)
+    # KoLeo within each side of the pairs (rows 0, 2, 4 and rows 1, 3, 5).
+    koleo = (koleo_loss(q[0::2]) + koleo_loss(q[1::2])) / 2
+    assert float(out["koleo"]) == pytest.approx(float(koleo), rel=1e-5)
+    assert float(out["loss"].detach()) == pytest.approx(float(nce + 0.1 * koleo), rel=1e-5)
+
+
+def test_segment_positives_have_negatives_within_one_participant() -> None:
+    """With positives: segment, other segments of the same participant are negatives, so a
+    batch of one participant still has a loss to learn from."""
+    m = method(augment="ecg", positives="segment")
+    out = m(batch([7, 7, 7, 7]))
+    assert float(out["infonce"]) > 0.1
+    out["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.encoder.parameters())
 
 
 def test_fallback_to_segments_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -99,6 +112,8 @@ def test_gradients_reach_the_online_encoder_only() -> None:
 def test_config_errors_name_the_key() -> None:
     with pytest.raises(Exception, match="augment"):
         method(augment="eeg")
+    with pytest.raises(Exception, match="pretrain.method.leads"):
+        method(augment={"limb_leads": 0.5})
     with pytest.raises(ValueError, match="spatial_dims"):
         enc = Tiny()
         enc.spatial_dims = 2
