@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from medssl.pipelines.splits import HOLDOUT_SPLITS
 from medssl.platform.engine.trainer import launch_world
 
 if TYPE_CHECKING:
@@ -39,9 +40,10 @@ def write_report(ctx: RunContext, *, seconds: float, write: bool = True) -> dict
         "device": device_name(),
         "seconds": round(seconds, 1),
         "subjects": {"train": len(ctx.train), "holdout": len(ctx.holdout)},
-        # Marked splits come from a manifest's `split` column or a split by time.
+        # Held-out marks come from a manifest's `split` column or a split by time; without
+        # them the hold-out is a draw of subjects (see `split_holdout`).
         "split": "by the data's own train/test marks"
-        if any(r.split for r in ctx.records)
+        if any((r.split or "").lower() in HOLDOUT_SPLITS for r in ctx.records)
         else "by subject",
         **_work_done(ctx.run_dir),
         "results": results,
