@@ -208,7 +208,7 @@ def test_forecast_pretraining_items_come_from_training_rows_only(
 
     # Every item the pretraining loader serves, padding removed, in order of its first row.
     items = []
-    for batch in pretrain_loader(ctx, method_class(config), batch_size=1):
+    for batch in pretrain_loader(ctx, method_class(config).requires, batch_size=1):
         x = np.asarray(batch["x"])[0]
         items.append(x[:, ~np.isnan(x).all(axis=0)])
     items.sort(key=lambda a: np.flatnonzero((windows.inputs.T == a[:, :1]).all(axis=0))[0])
