@@ -72,6 +72,27 @@ def manifest_rows(path: Path) -> list[dict[str, Any]]:
     return data
 
 
+def content_key(payload: Mapping[str, Any], files: Sequence[str]) -> str:
+    """sha256 of a JSON-able `payload` and the size / mtime of each of `files`: a cache key
+    that changes when the settings or any source file change.
+    Raises DataError naming a file that no longer exists."""
+    import hashlib
+    import json
+    import os
+
+    from medssl.platform.errors import DataError
+
+    stamps = {}
+    for name in sorted(set(files)):
+        try:
+            st = os.stat(name)
+        except OSError as err:
+            raise DataError(f"{name} does not exist any more; scan the dataset again") from err
+        stamps[name] = [st.st_size, st.st_mtime_ns]
+    text = json.dumps({**payload, "files": stamps}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def write_cache_folder(root: Path, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
     """Write `<name>.npy` per array (None entries skipped) and `meta.json` into a private
     folder, then rename it to `root`: a killed run leaves no half-written cache, and of two

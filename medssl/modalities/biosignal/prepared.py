@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medssl.modalities.base import Record, write_cache_folder
+from medssl.modalities.base import Record, content_key, write_cache_folder
 from medssl.modalities.biosignal.filters import zscore
 from medssl.platform.errors import DataError
 
@@ -59,28 +57,20 @@ def windows_key(records: Sequence[Record], preprocessing: Any) -> str:
     """sha256 of what the prepared segments depend on: the preprocessing, each segment's
     record, start, label, split, participant and reading settings, and size / mtime of every
     file of each record (a WFDB header's signal and annotation files too)."""
-    files = set()
+    files: set[str] = set()
     for source in {r.extra["source"] for r in records}:
         path = Path(source)
         stem = path.name.split(".")[0]
         files |= {str(f) for f in path.parent.glob(f"{stem}.*") if f.is_file()}
-    stamps = {}
-    for name in sorted(files):
-        st = os.stat(name)
-        stamps[name] = [st.st_size, st.st_mtime_ns]
-    text = json.dumps(
-        {
-            "version": CACHE_VERSION,
-            "preprocessing": preprocessing.model_dump(mode="json"),
-            "records": [
-                [r.image, r.split, r.label, r.subject_id, list(r.extra.get("reading", ()))]
-                for r in records
-            ],
-            "files": stamps,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
+    payload = {
+        "version": CACHE_VERSION,
+        "preprocessing": preprocessing.model_dump(mode="json"),
+        "records": [
+            [r.image, r.split, r.label, r.subject_id, list(r.extra.get("reading", ()))]
+            for r in records
+        ],
+    }
+    return content_key(payload, sorted(files))
 
 
 def prepare_windows(

@@ -4,10 +4,8 @@ NaN-padded (N, C, T) float32 .npy in the cache and served as a read-only memory 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,13 +13,12 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from medssl.modalities.base import Record, write_cache_folder
+from medssl.modalities.base import Record, content_key, write_cache_folder
 from medssl.modalities.timeseries.discovery import SeriesFile, parse_dataset
 from medssl.modalities.timeseries.forecasting import ForecastWindows
 from medssl.modalities.timeseries.normalise import normalise
 from medssl.modalities.timeseries.readers import CsvOptions
 from medssl.modalities.timeseries.series import pack, raise_problems
-from medssl.platform.errors import DataError
 
 CACHE_VERSION = 1
 log = logging.getLogger(__name__)
@@ -64,24 +61,12 @@ class PreparedSeries:
 
 def cache_key(records: Sequence[Record], preprocessing: BaseModel) -> str:
     """sha256 of the preprocessing, the records and the size / mtime of their source files."""
-    sources = sorted({r.extra.get("source", r.image) for r in records})
-    stamps = {}
-    for s in sources:
-        try:
-            st = os.stat(s)
-        except OSError as err:
-            raise DataError(f"{s} does not exist any more; scan the dataset again") from err
-        stamps[s] = [st.st_size, st.st_mtime_ns]
-    text = json.dumps(
-        {
-            "version": CACHE_VERSION,
-            "preprocessing": preprocessing.model_dump(mode="json"),
-            "records": [[r.image, r.split, r.label] for r in records],
-            "sources": stamps,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
+    payload = {
+        "version": CACHE_VERSION,
+        "preprocessing": preprocessing.model_dump(mode="json"),
+        "records": [[r.image, r.split, r.label] for r in records],
+    }
+    return content_key(payload, [r.extra.get("source", r.image) for r in records])
 
 
 def prepare_series(
