@@ -69,7 +69,7 @@ def forecast_metrics(
     horizons: list[int],
     train_drop: int,
 ) -> dict[int, dict[str, Any]]:
-    """Per horizon H: {"mse", "mae", "alpha"} of a ridge map from the representation at t to
+    """Per horizon H: {"mse", "mae", "alpha", "val_mse", "val_mae"} of a ridge map from the representation at t to
     the targets at t+1..t+H, alpha chosen on the validation rows only; the test rows are read
     once, to score. `representations` (T, D) and `targets` (T, V) cover every row; `splits`
     cuts them by time. `train_drop` skips the first training rows, whose window was padded."""
@@ -79,14 +79,15 @@ def forecast_metrics(
         result = ridge_forecasting(
             parts["train"], parts["val"], parts["test"], horizon, train_drop=train_drop
         )
-        out[horizon] = {k: result[k] for k in ("mse", "mae", "alpha")}
+        out[horizon] = {k: result[k] for k in ("mse", "mae", "alpha", "val_mse", "val_mae")}
     return out
 
 
 def forecast_probe(ctx: RunContext, encoder: Encoder, init: str) -> list[dict[str, Any]]:
     """Rows `probe/forecast` of TS2Vec's forecasting protocol on normalised data: mse/H<h> and
     mae/H<h> for every horizon of `probe.horizons`, and their means over the horizons
-    (mse/avg, mae/avg, the figure papers quote per dataset)."""
+    (mse/avg, mae/avg, the figure papers quote per dataset), plus val_mse/avg and val_mae/avg
+    on the validation months (compare pretraining settings by these, never by the test)."""
     cfg = ctx.config.probe
     windows = forecast_table(ctx)
     reps = sliding_representations(encoder, windows, cfg.forecast_window)
@@ -100,7 +101,8 @@ def forecast_probe(ctx: RunContext, encoder: Encoder, init: str) -> list[dict[st
             rows.append(
                 ctx.row("probe/forecast", init, "100%", f"{name}/H{horizon}", metrics[name])
             )
-    for name in ("mse", "mae"):
+    # val_*: the validation months' errors, the only ones to compare settings by.
+    for name in ("mse", "mae", "val_mse", "val_mae"):
         mean = float(np.mean([m[name] for m in results.values()]))
         rows.append(ctx.row("probe/forecast", init, "100%", f"{name}/avg", mean))
     return rows

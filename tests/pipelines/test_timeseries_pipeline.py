@@ -184,6 +184,8 @@ def test_forecast_probe_on_real_ett_slice(
         "mae/H12",
         "mse/avg",
         "mae/avg",
+        "val_mse/avg",
+        "val_mae/avg",
     }
     assert all(r["stage"] == "probe/forecast" for r in reports[0]["results"])
     assert all(np.isfinite(v) and v > 0 for v in metrics.values())
@@ -191,6 +193,7 @@ def test_forecast_probe_on_real_ett_slice(
     # Reversing the test rows changes the test errors but not the alphas chosen on validation.
     assert [seen[0][h]["alpha"] for h in (4, 12)] == [seen[1][h]["alpha"] for h in (4, 12)]
     assert seen[0][4]["mse"] != pytest.approx(seen[1][4]["mse"])
+    assert seen[0][4]["val_mse"] == seen[1][4]["val_mse"]
 
 
 @pytest.mark.integration

@@ -218,18 +218,24 @@ def ridge_forecasting(
     cross a split's end (`forecast_pairs`). `train_drop` skips the first training steps
     (TS2Vec: 200, its sliding padding).
 
-    Returns {"mse", "mae", "alpha"}; with `details` also "val_scores" (alpha -> RMSE + MAE)
+    Returns {"mse", "mae", "alpha", "val_mse", "val_mae"} (val_*: the validation split's
+    errors at the chosen alpha, for choosing pretraining settings without the test split);
+    with `details` also "val_scores" (alpha -> RMSE + MAE)
     and "predictions" / "truth" (M, horizon, C).
     """
     xtr, ytr = forecast_samples(*train, horizon, drop=train_drop)
     xva, yva = forecast_samples(*val, horizon)
     xte, yte = forecast_samples(*test, horizon)
     alpha, scores = select_ridge_alpha(xtr, ytr, xva, yva, alphas)
-    prediction = Ridge(alpha=alpha).fit(xtr, ytr).predict(xte)
+    model = Ridge(alpha=alpha).fit(xtr, ytr)
+    prediction = model.predict(xte)
+    val_error = model.predict(xva) - yva
     out: dict[str, Any] = {
         "mse": float(np.mean((prediction - yte) ** 2)),
         "mae": float(np.mean(np.abs(prediction - yte))),
         "alpha": alpha,
+        "val_mse": float(np.mean(val_error**2)),
+        "val_mae": float(np.mean(np.abs(val_error))),
     }
     if details:
         shape = (-1, horizon, yte.shape[1] // horizon)

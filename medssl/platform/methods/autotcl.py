@@ -83,10 +83,14 @@ class ParametricAugmenter(nn.Module):
     """AutoTCL's augmenter: a small dilated-conv encoder (TS2Vec blocks, no timestamp
     masking) gives an embedding per step; two Linear heads give, per (channel, step), the keep
     probability p = sigmoid(.) and the positive scale g = sigmoid(.). The view is
-    v = g * m * x with m a hard-concrete sample of p; NaN in x stays NaN in v.
+    v = g * m * x with m a hard-concrete sample of p; NaN in x stays NaN in v. With `shared`
+    the heads give one p and g per step, applied to every channel (the authors' forecasting
+    code, `agu_channel=1`): the mask then drops whole steps and cannot select channels.
     """
 
-    def __init__(self, in_channels: int, hidden_dim: int, embed_dim: int, depth: int) -> None:
+    def __init__(
+        self, in_channels: int, hidden_dim: int, embed_dim: int, depth: int, shared: bool = False
+    ) -> None:
         super().__init__()
         self.body = TS2VecEncoder(
             1,
@@ -97,11 +101,14 @@ class ParametricAugmenter(nn.Module):
             mask_probability=0.0,
             dropout=0.0,
         )
-        self.keep_head = nn.Linear(embed_dim, in_channels)
-        self.scale_head = nn.Linear(embed_dim, in_channels)
+        heads = 1 if shared else in_channels
+        self.keep_head = nn.Linear(embed_dim, heads)
+        self.scale_head = nn.Linear(embed_dim, heads)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keep logits and scales g, both (B, C, T), for `x` (B, C, T)."""
+        """Keep logits and scales g for `x` (B, C, T): both (B, C, T), or (B, 1, T) when the
+        augmenter is `shared` (one gate and scale per step for every channel, which
+        broadcast against x)."""
         embedding = self.body.sequence(x).transpose(1, 2)
         keep_logits = self.keep_head(embedding).transpose(1, 2)
         scale = torch.sigmoid(self.scale_head(embedding)).transpose(1, 2)
@@ -157,6 +164,8 @@ class AutoTCL(AveragedEncoderMethod):
         model_config = ConfigDict(extra="forbid")
 
         encoder_loss: Literal["infonce", "hierarchical"] = "infonce"
+        # One keep probability and scale per (step, channel), or per step for all channels.
+        mask_channels: Literal["each", "shared"] = "each"
         temperature: float = Field(1.0, gt=0.0)
         local_weight: float = Field(0.1, ge=0.0)
         num_windows: int = Field(16, ge=3)
@@ -190,6 +199,7 @@ class AutoTCL(AveragedEncoderMethod):
             cfg.augmenter_hidden_dim,
             cfg.augmenter_embed_dim,
             cfg.augmenter_depth,
+            shared=cfg.mask_channels == "shared",
         )
         self.swa_encoder = averaged_copy(encoder) if cfg.swa else None
         #: Optimiser steps taken; set by `after_optimizer_step`, picks augmenter iterations.

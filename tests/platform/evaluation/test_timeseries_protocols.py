@@ -154,7 +154,12 @@ def test_ridge_alpha_is_chosen_on_validation_only():
     pred = _ridge_by_hand(xtr, ytr, out["alpha"])(xte)
     assert out["mse"] == pytest.approx(np.mean((pred - yte) ** 2), rel=1e-6)
     assert out["mae"] == pytest.approx(np.mean(np.abs(pred - yte)), rel=1e-6)
+    val_err = _ridge_by_hand(xtr, ytr, out["alpha"])(xva) - yva
+    assert out["val_mse"] == pytest.approx(np.mean(val_err**2), rel=1e-6)
+    assert out["val_mae"] == pytest.approx(np.mean(np.abs(val_err)), rel=1e-6)
     scrambled = (test[0], rng.normal(size=test[1].shape) * 100)
-    assert ridge_forecasting(train, val, scrambled, horizon)["alpha"] == out["alpha"]
+    other = ridge_forecasting(train, val, scrambled, horizon)
+    assert other["alpha"] == out["alpha"]
+    assert (other["val_mse"], other["val_mae"]) == (out["val_mse"], out["val_mae"])
     alpha, _ = select_ridge_alpha(xtr, ytr, xva, yva)
     assert alpha == out["alpha"]

@@ -108,6 +108,19 @@ def test_view_is_scale_times_mask_times_x_and_keeps_nan() -> None:
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+def test_a_shared_mask_drops_whole_steps_of_every_channel() -> None:
+    method = _method(mask_channels="shared")
+    x = _x()
+    torch.manual_seed(5)
+    view, keep, mask = method.augment(x)
+    assert keep.shape == mask.shape == (6, 1, 64)
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    dropped = (mask[:, 0] == 0) & ~torch.isnan(x).any(dim=1)
+    assert dropped.any() and (view.permute(0, 2, 1)[dropped] == 0).all()
+    out = method(Batch(x=x))
+    assert torch.isfinite(out["loss"]) and 0 < float(out["kept_fraction"]) < 1
+
+
 def test_each_loss_reaches_only_its_own_parameters() -> None:
     method = _method()
     out = method(Batch(x=_x()))
