@@ -100,6 +100,13 @@ def test_reduction_quick(tmp_path: Path) -> None:
             assert case[stage]["ratio_medssl_cpu_over_imagehash"] == pytest.approx(
                 case[stage]["medssl_cpu"]["slices_per_s"] / case[stage]["imagehash"]["slices_per_s"]
             )
+        # The floor (one min..max pass over the volume) is timed in the hash stage only.
+        _check_timing(case["hash"]["minmax_floor_cpu"], "slices_per_s", n)
+        assert "minmax_floor_cpu" not in case["select"]
+        assert case["hash"]["ratio_minmax_floor_cpu_over_imagehash"] == pytest.approx(
+            case["hash"]["minmax_floor_cpu"]["slices_per_s"]
+            / case["hash"]["imagehash"]["slices_per_s"]
+        )
         # Both hash the same 8-bit slices the same way: the kept slices must agree too.
         assert case["agreement"]["bit_fraction"] >= 0.97
         assert case["agreement"]["same_kept_slices"]
