@@ -1,5 +1,6 @@
 """The report of a run: `report.json` (rows of results), a short `report.md`, and plots
-(pretraining loss curve, label-efficiency curves)."""
+(pretraining loss curve, label-efficiency curves); and the report of a run over several
+datasets (every dataset's rows plus their averages)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from medssl.platform.engine.trainer import launch_world
 
 if TYPE_CHECKING:
     from medssl.pipelines.context import RunContext
+    from medssl.platform.config import PipelineConfig
 
 #: The metric a label-efficiency curve shows for each stage kind, in order of preference.
 HEADLINE = ("mean_dice", "auroc", "accuracy")
@@ -230,3 +232,98 @@ def plot_label_efficiency(results: list[dict[str, Any]], folder: Path) -> list[s
         plt.close(fig)
         made.append(f"plots/{name}")
     return made
+
+
+# ----------------------------------------------------------------------------- several datasets
+
+
+def dataset_averages(results: list[dict[str, Any]], datasets: list[str]) -> list[dict[str, Any]]:
+    """Rows of dataset `average`: the mean over the datasets of every (stage, init, budget,
+    metric) that each of them reports with a value (e.g. the mean SVM accuracy over UCR
+    sets, the number papers quote); nothing for a single dataset."""
+    if len(datasets) < 2:
+        return []
+    values: dict[tuple[str, str, str, str], dict[str, float]] = defaultdict(dict)
+    for r in results:
+        key = (r["stage"], r["init"], r["label_budget"], r["metric"])
+        if r["value"] is not None:
+            values[key][r["dataset"]] = r["value"]
+    rows = []
+    for (stage, init, budget, metric), by_dataset in values.items():
+        if set(by_dataset) >= set(datasets):
+            mean = sum(by_dataset[d] for d in datasets) / len(datasets)
+            rows.append(
+                {
+                    "dataset": "average",
+                    "stage": stage,
+                    "init": init,
+                    "label_budget": budget,
+                    "metric": metric,
+                    "value": mean,
+                }
+            )
+    return rows
+
+
+def write_collection_report(
+    config: PipelineConfig,
+    run_dir: Path,
+    reports: list[dict[str, Any]],
+    *,
+    seconds: float,
+    write: bool = True,
+) -> dict[str, Any]:
+    """`report.json` / `report.md` of a run over several datasets: every dataset's rows, the
+    average rows, and each dataset's wall time and split sizes."""
+    names = [r["dataset"] for r in reports]
+    results = [row for r in reports for row in r["results"]]
+    report = {
+        "name": config.name,
+        "datasets": names,
+        "method": config.pretrain.init_label(),
+        "config_hash": config.config_hash(),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "device": device_name(),
+        "seconds": round(seconds, 1),
+        "per_dataset": {
+            r["dataset"]: {"seconds": r["seconds"], "subjects": r["subjects"]} for r in reports
+        },
+        "results": results + dataset_averages(results, names),
+    }
+    if write and launch_world()[0] == 0:
+        (run_dir / "report.json").write_text(json.dumps(report, indent=1))
+        (run_dir / "report.md").write_text(collection_markdown(report))
+        print(collection_markdown(report), flush=True)
+    return report
+
+
+def collection_markdown(report: dict[str, Any]) -> str:
+    """One table per (stage, label budget, init): a row per dataset (and the average row),
+    a column per metric."""
+    lines = [
+        f"# {report['name']}",
+        "",
+        f"{len(report['datasets'])} dataset(s), method `{report['method']}`. Device: "
+        f"{report['device']}. Wall time {report['seconds']} s. Config hash "
+        f"`{report['config_hash']}`. Each dataset's own run is in its sub-folder.",
+        "",
+    ]
+    tables: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in report["results"]:
+        tables[(r["stage"], r["label_budget"], r["init"])].setdefault(r["dataset"], {})[
+            r["metric"]
+        ] = r
+    for (stage, budget, init), by_dataset in tables.items():
+        metrics = list(dict.fromkeys(m for row in by_dataset.values() for m in row))
+        lines += [
+            f"## {stage}, {init}, labels {budget}",
+            "",
+            "| dataset | " + " | ".join(metrics) + " |",
+            "|---|" + "---|" * len(metrics),
+        ]
+        for dataset, row in by_dataset.items():
+            seconds = report["per_dataset"].get(dataset, {}).get("seconds")
+            label = dataset if seconds is None else f"{dataset} ({seconds:.0f} s)"
+            lines.append(f"| {label} | " + " | ".join(cell(row.get(m)) for m in metrics) + " |")
+        lines.append("")
+    return "\n".join(lines)
