@@ -29,7 +29,7 @@ from medssl.platform.engine.pretrain import PretrainModule
 from medssl.platform.engine.sampling import SubjectPairSampler
 from medssl.platform.engine.trainer import build_trainer, last_checkpoint, launch_world
 from medssl.platform.errors import CheckpointError, ConfigError, DataError
-from medssl.platform.evaluation.features import extract_features
+from medssl.platform.evaluation.features import extract_features, pool_per_scan
 from medssl.platform.evaluation.probes import (
     knn_probe,
     knn_regression_probe,
@@ -302,10 +302,7 @@ def _features(
     feats, labels, _ = extract_features(encoder, loader)
     if not ctx.slices:
         return feats, labels
-    owner = loader.dataset.volume_of_items()  # type: ignore[attr-defined]
-    pooled = np.stack([feats[owner == v].mean(axis=0) for v in range(len(indices))])
-    first = np.array([np.flatnonzero(owner == v)[0] for v in range(len(indices))])
-    return pooled, labels[first]
+    return pool_per_scan(feats, labels, loader.dataset.volume_of_items())  # type: ignore[attr-defined]
 
 
 def probe(ctx: RunContext) -> None:

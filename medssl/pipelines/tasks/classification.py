@@ -13,7 +13,7 @@ from torch import nn
 from medssl.pipelines.tasks.pretrained import load_encoder_weights
 from medssl.platform.encoders.base import Encoder
 from medssl.platform.engine.supervised import SupervisedModule
-from medssl.platform.evaluation.features import extract_features, module_device
+from medssl.platform.evaluation.features import extract_features, module_device, pool_per_scan
 from medssl.platform.evaluation.metrics import classification_scores
 from medssl.platform.registry import TASKS
 
@@ -25,6 +25,7 @@ __all__ = [
     "extract_features",
     "mean_log_loss",
     "predict_probabilities",
+    "scan_probabilities",
 ]
 
 
@@ -91,12 +92,25 @@ def predict_probabilities(
     return np.concatenate(probs), np.concatenate(labels).astype(np.int64)
 
 
+def _owner(data: Any) -> np.ndarray | None:
+    """The scan of every item when `data` is a loader over slices of volumes, else None."""
+    volume_of_items = getattr(getattr(data, "dataset", None), "volume_of_items", None)
+    return None if volume_of_items is None else np.asarray(volume_of_items())
+
+
+def scan_probabilities(model: nn.Module, data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """`predict_probabilities`, pooled per scan when `data` serves slices of volumes (a 2-D
+    encoder on volumes is scored per volume, not per slice)."""
+    return pool_per_scan(*predict_probabilities(model, data), _owner(data))
+
+
 def evaluate_classification(
     model: nn.Module, data: Iterable[Mapping[str, Any]], num_classes: int | None = None
 ) -> dict[str, float]:
     """AUROC (one-vs-rest macro for more than two classes), accuracy and balanced accuracy of
-    the model's softmax probabilities on `data` (see `predict_probabilities`), and n."""
-    p, y = predict_probabilities(model, data)
+    the model's softmax probabilities on `data` (see `scan_probabilities`: one prediction per
+    scan, also when a loader serves slices of volumes), and n (scans)."""
+    p, y = scan_probabilities(model, data)
     if num_classes is not None and p.shape[1] != num_classes:
         raise ValueError(f"the model gives {p.shape[1]} class scores, expected {num_classes}")
     return {**classification_scores(y, p), "n": float(y.shape[0])}
@@ -167,9 +181,9 @@ class ClassificationTask:
     def validation_score(
         self, model: nn.Module, ctx: Any, indices: Sequence[int], *, batch_size: int = 8
     ) -> float:
-        """Mean log-loss on the scans `indices` of the run context `ctx` (lower is better)."""
-        probs, labels = predict_probabilities(
+        """Mean log-loss on the scans `indices` of the run context `ctx` (lower is better),
+        one prediction per scan."""
+        probs, labels = scan_probabilities(
             model, ctx.loader(list(indices), "classification", batch_size)
         )
         return mean_log_loss(probs, labels)
-

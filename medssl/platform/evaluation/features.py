@@ -72,3 +72,29 @@ def _gather(
         return None
     collected.append(torch.as_tensor(batch[key]).detach().cpu().numpy())
     return collected
+
+
+def pool_per_scan(
+    values: np.ndarray, labels: np.ndarray, owner: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-item rows (features or class probabilities of slices) pooled into one row per scan:
+    `owner[k]` is the scan of item k (None: the items are scans already, returned as they are).
+    A scan's row is the mean over its items, its label that of its first item (every slice
+    carries its scan's label). Scans come in the order of their first item.
+
+    Example:
+        >>> rows, labels = pool_per_scan(np.array([[0.0], [2.0], [5.0]]), np.array([1, 1, 0]),
+        ...                              np.array([0, 0, 1]))
+        >>> rows.ravel().tolist(), labels.tolist()
+        ([1.0, 5.0], [1, 0])
+    """
+    if owner is None:
+        return values, labels
+    if owner.shape[0] != values.shape[0] or labels.shape[0] != values.shape[0]:
+        raise ValueError(
+            f"{owner.shape[0]} owners and {labels.shape[0]} labels for {values.shape[0]} rows"
+        )
+    _, first = np.unique(owner, return_index=True)
+    first = np.sort(first)
+    pooled = np.stack([values[owner == owner[k]].mean(axis=0) for k in first])
+    return pooled, labels[first]

@@ -102,6 +102,58 @@ def test_evaluate_through_a_run_context():
     assert out["n"] == 4 and set(out) == {"auroc", "accuracy", "balanced_accuracy", "n"}
 
 
+class _SlicesOf(torch.utils.data.Dataset):
+    """Items standing for slices: `owner[k]` is the volume of item k, as `SliceDataset`."""
+
+    def __init__(self, items: list[dict[str, torch.Tensor]], owner: list[int]) -> None:
+        self.items, self.owner = items, owner
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        return self.items[k]
+
+    def volume_of_items(self) -> np.ndarray:
+        return np.asarray(self.owner)
+
+
+class _Scripted(torch.nn.Module):
+    """Logits read from the input's first value: x[0, 0, 0, 0] = logit of class 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x[:, 0, 0, 0, 0]
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+def test_slices_of_volumes_are_scored_per_volume():
+    """A 2-D model on volumes is scored on one prediction per volume (its slices' mean
+    probability), not per slice: volume 0 (label 0) has one confidently wrong slice among
+    three right ones, which flips a per-slice count but not the volume's mean."""
+    logits = [[-4.0, -4.0, -4.0, 1.0], [3.0, 3.0], [-3.0]]  # per volume, per slice
+    labels = [0, 1, 0]
+    items, owner = [], []
+    for v, (volume, label) in enumerate(zip(logits, labels, strict=True)):
+        for value in volume:
+            items.append({"x": torch.full((1, 2, 2, 1), value), "label": torch.tensor(label)})
+            owner.append(v)
+    loader = DataLoader(_SlicesOf(items, owner), batch_size=3, collate_fn=collate_items)
+    task = ClassificationTask()
+    out = task.evaluate(_Scripted(), loader)
+    assert out["n"] == 3 and out["accuracy"] == 1.0 and out["auroc"] == 1.0
+    per_slice = evaluate_classification(_Scripted(), items)  # the same items, not grouped
+    assert per_slice["n"] == 7 and per_slice["accuracy"] == pytest.approx(6 / 7)
+
+    context = SimpleNamespace(loader=lambda indices, purpose, batch_size: loader)
+    p1 = 1 / (1 + np.exp(-np.array([-4.0, -4.0, -4.0, 1.0])))
+    expected = -np.mean(np.log([1 - p1.mean(), 1 / (1 + np.exp(-3.0)), 1 - 1 / (1 + np.exp(3.0))]))
+    assert task.validation_score(_Scripted(), context, [0, 1, 2]) == pytest.approx(expected)
+
+
 def test_loss_accepts_label_shapes():
     logits = torch.tensor([[2.0, -1.0], [0.5, 1.5]])
     loss = LabelCrossEntropy()
