@@ -4,6 +4,7 @@ per-step representations at every time scale, halving the length by max-pooling.
 from __future__ import annotations
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 
 def _work(z: torch.Tensor) -> torch.Tensor:
@@ -11,7 +12,12 @@ def _work(z: torch.Tensor) -> torch.Tensor:
     return z if z.dtype == torch.float64 else z.float()
 
 
-def paired_contrast(z: torch.Tensor) -> torch.Tensor:
+#: Above this many bytes of similarities (N x 2K x 2K floats) `paired_contrast` works in row
+#: blocks, recomputed in the backward pass, so memory stays near this bound at any length.
+DENSE_BYTES = 256 * 2**20
+
+
+def paired_contrast(z: torch.Tensor, block_rows: int | None = None) -> torch.Tensor:
     """Mean cross-entropy of N independent pair-identification problems, vectorised.
 
     z is (N, 2K, D): in each problem, rows k and K + k are positives of each other and the
@@ -20,16 +26,52 @@ def paired_contrast(z: torch.Tensor) -> torch.Tensor:
         l(i) = -s_{i,p(i)} + log sum_{j != i} exp(s_ij),
 
     averaged over all N * 2K anchors (both directions).
+
+    When the N x 2K x 2K similarities would take more than `DENSE_BYTES` (TS2Vec's temporal
+    term on long crops: 12.8 GB for 8 series of 10,000 steps), or when `block_rows` is given,
+    the anchors are taken `block_rows` at a time and each block is recomputed in the backward
+    pass instead of kept (activation checkpointing): memory N x block_rows x 2K instead of
+    N x 2K x 2K, for about one more forward of the similarities in time. Same value and
+    gradients as the dense form up to float rounding.
     """
-    n, rows, _ = z.shape
+    n, rows, dim = z.shape
     if rows % 2 or rows < 2:
         raise ValueError(f"z must stack two views along dim 1 (an even size), got {tuple(z.shape)}")
+    if block_rows is not None and block_rows < 1:
+        raise ValueError(f"block_rows must be a positive integer, got {block_rows}")
     half = rows // 2
+    if block_rows is None:
+        if n * rows * rows * z.element_size() <= DENSE_BYTES:
+            return _dense_pairs(z, half)
+        block_rows = max(1, DENSE_BYTES // (4 * n * rows * z.element_size()))
+    if block_rows >= rows:
+        return _dense_pairs(z, half)
+    total = z.new_zeros(())
+    for start in range(0, rows, block_rows):
+        stop = min(rows, start + block_rows)
+        total = total + checkpoint(_block_pairs, z, start, stop, half, use_reentrant=False)
+    return total / (n * rows)
+
+
+def _dense_pairs(z: torch.Tensor, half: int) -> torch.Tensor:
+    rows = z.shape[1]
     sim = z @ z.transpose(1, 2)
     self_pair = torch.eye(rows, dtype=torch.bool, device=z.device)
     log_prob = torch.log_softmax(sim.masked_fill(self_pair, float("-inf")), dim=-1)
     anchor = torch.arange(rows, device=z.device)
     return -log_prob[:, anchor, (anchor + half) % rows].mean()
+
+
+def _block_pairs(z: torch.Tensor, start: int, stop: int, half: int) -> torch.Tensor:
+    """Sum of l(i) over anchors start..stop-1 of every problem."""
+    rows = z.shape[1]
+    anchors = z[:, start:stop]
+    sim = anchors @ z.transpose(1, 2)  # (N, R, 2K)
+    anchor = torch.arange(start, stop, device=z.device)
+    own = anchor[:, None] == torch.arange(rows, device=z.device)[None, :]
+    log_norm = torch.logsumexp(sim.masked_fill(own, float("-inf")), dim=-1)
+    positive = (anchors * z[:, (anchor + half) % rows]).sum(dim=-1)
+    return (log_norm - positive).sum()
 
 
 def instance_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """TS2Vec's hierarchical contrastive loss against a slow loop reference (float64), including
-odd lengths, alpha and temporal_unit; a closed form on zero inputs; gradients; errors."""
+odd lengths, alpha and temporal_unit; a closed form on zero inputs; gradients; the blockwise
+form for long crops; errors."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import math
 import pytest
 import torch
 
+from medssl.platform.losses import hierarchical
 from medssl.platform.losses.hierarchical import (
     hierarchical_contrastive_loss,
     instance_contrastive_loss,
+    paired_contrast,
     temporal_contrastive_loss,
 )
 
@@ -138,3 +141,46 @@ def test_bad_arguments_raise() -> None:
         hierarchical_contrastive_loss(z, z, alpha=1.5)
     with pytest.raises(ValueError, match="temporal_unit"):
         hierarchical_contrastive_loss(z, z, temporal_unit=-1)
+
+
+@pytest.mark.parametrize("block_rows", [1, 3, 7, 16, 40])
+def test_blockwise_pairs_equal_the_dense_form_in_value_and_gradient(block_rows: int) -> None:
+    """Row blocks recomputed in backward (long crops) give the dense form's loss and
+    gradients, also when the block size does not divide the rows or exceeds them."""
+    gen = torch.Generator().manual_seed(block_rows)
+    z = torch.randn(3, 20, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    dense = paired_contrast(z)
+    (dense_grad,) = torch.autograd.grad(dense, z)
+    blocked = paired_contrast(z, block_rows=block_rows)
+    (blocked_grad,) = torch.autograd.grad(blocked, z)
+    assert float(blocked) == pytest.approx(float(dense), rel=1e-12)
+    assert torch.allclose(blocked_grad, dense_grad, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="block_rows"):
+        paired_contrast(z, block_rows=0)
+
+
+def test_long_crops_switch_to_blocks_and_still_match_the_loop_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the dense budget set below these views' similarities, every temporal term runs
+    blockwise (as a 10,000-step crop does at the real budget) and the whole loss still
+    equals the slow loops; the gradient equals the dense run's."""
+    gen = torch.Generator().manual_seed(11)
+    z1 = torch.randn(2, 13, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(2, 13, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    dense = hierarchical_contrastive_loss(z1, z2)
+    dense_grads = torch.autograd.grad(dense, (z1, z2))
+    calls: list[tuple[int, int]] = []
+    original = hierarchical._block_pairs
+
+    def spy(z: torch.Tensor, start: int, stop: int, half: int) -> torch.Tensor:
+        calls.append((start, stop))
+        return original(z, start, stop, half)
+
+    monkeypatch.setattr(hierarchical, "DENSE_BYTES", 2 * 26 * 26 * 8 - 1)
+    monkeypatch.setattr(hierarchical, "_block_pairs", spy)
+    blocked = hierarchical_contrastive_loss(z1, z2)
+    assert calls, "the temporal term of the 13-step level did not run blockwise"
+    assert float(blocked) == pytest.approx(_hierarchical_loops(z1, z2, 0.5, 0), rel=1e-10)
+    for got, want in zip(torch.autograd.grad(blocked, (z1, z2)), dense_grads, strict=True):
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
