@@ -130,3 +130,20 @@ def test_ts2vec_loss_quick(tmp_path: Path) -> None:
         assert run["speedup_medssl_over_unfused"] == pytest.approx(
             run["unfused"]["median_s"] / run["medssl"]["median_s"]
         )
+
+
+@pytest.mark.slow
+def test_trend_head_quick(tmp_path: Path) -> None:
+    result = _run("trend_head.py", tmp_path / "trend_head.json")
+    _check_environment(result)
+    assert result["benchmark"] == "trend_head"
+    assert set(result["cases"]) == {"train", "encode"}
+    for case in result["cases"].values():
+        for impl in ("separate", "direct", "medssl"):
+            assert case[impl]["median_s"] > 0
+        # One head computed three ways on the same inputs.
+        assert case["max_relative_difference_direct"] < 1e-5
+        assert case["max_relative_difference_medssl"] < 1e-5
+        assert case["speedup_medssl_over_separate"] == pytest.approx(
+            case["separate"]["median_s"] / case["medssl"]["median_s"]
+        )

@@ -63,6 +63,67 @@ class _DilatedBlock(nn.Module):
         return (h + residual) * inside
 
 
+def causal_convolution(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """y[:, :, t] = sum_j weight[:, :, j] . x[:, :, t - (K - 1) + j] with zeros before the start:
+    a causal convolution of `x` (B, C, T) with `weight` (O, C, K), giving (B, O, T).
+
+    Up to 16 taps the direct convolution is used. Longer kernels go through the FFT by overlap-
+    save: the series is cut into blocks of n - K + 1 outputs, each read with its K - 1 steps of
+    past, with n the smallest power of two >= 2K - 1; the kernel's spectrum then has only
+    n / 2 + 1 bins (for K = 128 on 320 channels: 13 M complex values, not the 210 M a
+    whole-series FFT would need), and each bin is one (blocks x C) @ (C x O) product
+    (benchmarks/trend_head.py times it against the direct forms). Computed in float32.
+    """
+    taps = weight.shape[-1]
+    batch, _, length = x.shape
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x, weight = x.float(), weight.float()
+        if taps <= 16:
+            return F.conv1d(F.pad(x, (taps - 1, 0)), weight)
+        n = 1 << (2 * taps - 2).bit_length()
+        step = n - taps + 1
+        blocks = -(-length // step)
+        # (B, C, blocks, n): block j holds x[j * step - (K - 1) .. j * step + step - 1]
+        pieces = F.pad(x, (taps - 1, blocks * step - length)).unfold(-1, n, step)
+        spectrum = torch.fft.rfft(pieces, n=n)
+        bins = spectrum.shape[-1]
+        # A correlation with the kernel: the product with its conjugate spectrum. Outputs
+        # 0 .. n - K of each block are free of wrap-around, exactly `step` of them.
+        kernel = torch.fft.rfft(weight, n=n).conj()
+        product = torch.bmm(
+            spectrum.permute(3, 0, 2, 1).reshape(bins, batch * blocks, -1),
+            kernel.permute(2, 1, 0),
+        )
+        product = product.reshape(bins, batch, blocks, -1).permute(1, 3, 2, 0)
+        out = torch.fft.irfft(product, n=n)[..., :step]
+        return out.reshape(batch, -1, blocks * step)[..., :length]
+
+
+class _TrendHead(nn.Module):
+    """CoST's trend head (Woo et al., ICLR 2022), which AutoTCL's forecasting encoder puts on
+    top of the TS2Vec blocks: the mean of causal convolutions with the given kernel sizes.
+
+    The mean of causal convolutions is itself one causal convolution, with the kernels
+    right-aligned and averaged; it is computed that way (`causal_convolution`), so the kernels
+    1..128 cost one overlap-save FFT convolution instead of 255 taps of direct convolution.
+    The parameters (one Conv1d per kernel size), and so the gradients, are those of the
+    separate convolutions.
+    """
+
+    def __init__(self, dim: int, kernels: tuple[int, ...]):
+        super().__init__()
+        self.kernels = kernels
+        self.convs = nn.ModuleList(nn.Conv1d(dim, dim, k) for k in kernels)
+
+    def forward(self, h: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+        taps = max(self.kernels)
+        weight = torch.stack(
+            [F.pad(conv.weight, (taps - conv.kernel_size[0], 0)) for conv in self.convs]
+        ).mean(dim=0)
+        bias = torch.stack([conv.bias for conv in self.convs]).mean(dim=0)
+        return (causal_convolution(h, weight) + bias[:, None]).to(h.dtype) * inside
+
+
 @ENCODERS.register("ts2vec")
 class TS2VecEncoder(Encoder):
     """The TS2Vec encoder (Yue et al., AAAI 2022, "TS2Vec: Towards Universal Representation
@@ -92,6 +153,10 @@ class TS2VecEncoder(Encoder):
         kernel_size: odd convolution kernel (3).
         mask_probability: chance a latent timestamp is zeroed in training (0.5; 0 disables).
         dropout: dropout on the output representation in training (0.1).
+        trend_kernels: kernel sizes of an optional causal trend head on the output (CoST's,
+            used by AutoTCL's forecasting encoder: [1, 2, 4, ..., 128]); the representation is
+            then the mean of causal convolutions of these sizes over the blocks' output, without
+            dropout. None (the default): plain TS2Vec.
 
     Example:
         >>> enc = TS2VecEncoder(spatial_dims=1, in_channels=2, output_dim=16, depth=2)
@@ -101,7 +166,7 @@ class TS2VecEncoder(Encoder):
 
     name = "ts2vec"
     has_decoder = False
-    encoder_prefixes = ("input_fc.", "blocks.")
+    encoder_prefixes = ("input_fc.", "blocks.", "trend.")
 
     def __init__(
         self,
@@ -113,6 +178,7 @@ class TS2VecEncoder(Encoder):
         kernel_size: int = 3,
         mask_probability: float = 0.5,
         dropout: float = 0.1,
+        trend_kernels: list[int] | tuple[int, ...] | None = None,
     ) -> None:
         super().__init__(spatial_dims, in_channels)
         if spatial_dims != 1:
@@ -128,6 +194,17 @@ class TS2VecEncoder(Encoder):
             raise ValueError(f"mask_probability must be in [0, 1), got {mask_probability}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if trend_kernels is not None and (
+            not isinstance(trend_kernels, list | tuple)
+            or not trend_kernels
+            or not all(
+                isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in trend_kernels
+            )
+        ):
+            raise ValueError(
+                f"trend_kernels must be a non-empty list of positive integers (e.g. "
+                f"[1, 2, 4, 8, 16, 32, 64, 128]) or null, got {trend_kernels!r}"
+            )
         self.input_fc = nn.Linear(in_channels, hidden_dim)
         # The last block changes the width, so (as in the authors' code) it always projects.
         self.blocks = nn.ModuleList(
@@ -141,6 +218,7 @@ class TS2VecEncoder(Encoder):
             for i in range(depth + 1)
         )
         self.dropout = nn.Dropout(dropout)
+        self.trend = None if trend_kernels is None else _TrendHead(output_dim, tuple(trend_kernels))
         self.mask_probability = mask_probability
         self.feature_dim = output_dim
         self.dense_dim = output_dim
@@ -151,6 +229,7 @@ class TS2VecEncoder(Encoder):
             "kernel_size": kernel_size,
             "mask_probability": mask_probability,
             "dropout": dropout,
+            "trend_kernels": None if trend_kernels is None else list(trend_kernels),
         }
 
     def sequence(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,6 +245,8 @@ class TS2VecEncoder(Encoder):
         inside_f = inside[:, None, :].to(h.dtype)
         for block in self.blocks:
             h = block(h, inside_f)
+        if self.trend is not None:
+            return self.trend(h, inside_f)
         return self.dropout(h)
 
     def forward(self, x: torch.Tensor, dense: bool = False) -> EncoderOutput:

@@ -1,6 +1,7 @@
 """The TS2Vec encoder: architecture and shapes, NaN padding and missing values, timestamp
-masking, the factory round trip, and causal sliding encoding (equal to a per-step loop, no
-future leakage, exactly `window` steps of past)."""
+masking, the factory round trip, causal sliding encoding (equal to a per-step loop, no
+future leakage, exactly `window` steps of past), and the optional trend head (equal to
+CoST's separate causal convolutions, values and gradients)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from medssl.platform.encoders import build_encoder, encoder_from_architecture
 from medssl.platform.encoders.factory import architecture_of
 from medssl.platform.encoders.ts2vec import (
     TS2VecEncoder,
+    causal_convolution,
     causal_sliding_representations,
     masked_max_pool,
     series_steps,
@@ -170,3 +172,82 @@ def test_causal_sliding_sees_no_future_and_exactly_window_steps_of_past() -> Non
     rep_oldest = causal_sliding_representations(enc, oldest, window=window)[:, t0]
     torch.testing.assert_close(rep_too_old, base[:, t0], atol=0, rtol=0)
     assert not torch.allclose(rep_oldest, base[:, t0])
+
+
+TREND = [1, 2, 4, 8, 16, 32]
+
+
+@pytest.mark.parametrize("taps", [1, 5, 16, 17, 40, 64])
+def test_causal_convolution_matches_the_padded_direct_convolution(taps: int) -> None:
+    x, weight = _series(3, 4, 50), _series(5, 4, taps, seed=1)
+    expected = F.conv1d(F.pad(x, (taps - 1, 0)), weight)
+    torch.testing.assert_close(causal_convolution(x, weight), expected, atol=1e-5, rtol=1e-5)
+    # causal: the first steps see only zeros before the start
+    torch.testing.assert_close(
+        causal_convolution(x[..., :7], weight), expected[..., :7], atol=1e-5, rtol=1e-5
+    )
+
+
+def _trend_reference(enc: TS2VecEncoder, x: torch.Tensor) -> torch.Tensor:
+    """CoST's form: one Conv1d per kernel with padding k - 1, cropped to be causal, averaged."""
+    assert enc.trend is not None
+    h = x.transpose(1, 2)
+    h = enc.input_fc(h).transpose(1, 2)
+    inside = series_steps(x)[:, None, :].float()
+    for block in enc.blocks:
+        h = block(h, inside)
+    outs = []
+    for conv in enc.trend.convs:
+        k = conv.kernel_size[0]
+        out = F.conv1d(h, conv.weight, conv.bias, padding=k - 1)
+        outs.append(out[..., : h.shape[-1]])
+    return torch.stack(outs).mean(dim=0)
+
+
+def test_trend_head_equals_separate_causal_convolutions_values_and_gradients() -> None:
+    enc = _encoder(trend_kernels=TREND)
+    x = _series(2, 2, 45)
+    got = enc(x, dense=True).dense
+    expected = _trend_reference(enc, x)
+    assert got is not None and got.shape == (2, 12, 45)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    weights = torch.randn_like(expected)
+    grads = torch.autograd.grad((got * weights).sum(), list(enc.parameters()))
+    expected_grads = torch.autograd.grad((expected * weights).sum(), list(enc.parameters()))
+    for a, b in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert all(g.abs().sum() > 0 for g in grads)  # every kernel's parameters learn
+
+
+def test_trend_head_is_causal_keeps_padding_and_round_trips() -> None:
+    enc = _encoder(trend_kernels=TREND)
+    assert "trend." in enc.encoder_prefixes and len(enc.trend.convs) == len(TREND)  # type: ignore[union-attr]
+    # padded rows equal their unpadded selves and stay zero on the padding
+    row = _series(1, 2, 20, seed=3)
+    padded = torch.cat([row, torch.full((1, 2, 9), NAN)], dim=-1)
+    out, alone = enc(padded, dense=True).dense, enc(row, dense=True).dense
+    assert out is not None and alone is not None
+    torch.testing.assert_close(out[..., :20], alone, atol=1e-5, rtol=1e-5)
+    assert (out[..., 20:] == 0).all()
+    # the head itself looks only backwards, and sees the last max(kernels) steps
+    head, h = enc.trend, _series(1, 12, 60, seed=4)
+    assert head is not None and _encoder().trend is None
+    ones = torch.ones(1, 1, 60)
+    later, oldest = h.clone(), h.clone()
+    later[..., 41:] += 3.0
+    oldest[..., 40 - 31] += 3.0
+    base = head(h, ones)
+    torch.testing.assert_close(head(later, ones)[..., :41], base[..., :41], atol=1e-5, rtol=0)
+    assert not torch.allclose(head(later, ones)[..., 41], base[..., 41])
+    assert not torch.allclose(head(oldest, ones)[..., 40], base[..., 40])
+    too_old = h.clone()
+    too_old[..., 40 - 32] += 3.0
+    torch.testing.assert_close(head(too_old, ones)[..., 40], base[..., 40], atol=1e-5, rtol=0)
+    again = encoder_from_architecture(architecture_of(enc))
+    assert isinstance(again, TS2VecEncoder) and again.init_kwargs["trend_kernels"] == TREND
+    again.load_state_dict(enc.state_dict())
+    x = _series(2, 2, 30)
+    torch.testing.assert_close(again.eval()(x).global_features, enc(x).global_features)
+    for bad in ([], [0, 2], [2.5], "128", [True]):
+        with pytest.raises(ValueError, match="trend_kernels"):
+            TS2VecEncoder(spatial_dims=1, in_channels=1, trend_kernels=bad)  # type: ignore[arg-type]
