@@ -64,11 +64,9 @@ def head_output(head: torch.nn.Module, h: torch.Tensor, impl: str) -> torch.Tens
                 for c in convs
             ]
         ).mean(dim=0)
-    taps = max(c.kernel_size[0] for c in convs)
-    weight = torch.stack([F.pad(c.weight, (taps - c.kernel_size[0], 0)) for c in convs]).mean(0)
-    bias = torch.stack([c.bias for c in convs]).mean(dim=0)[:, None]
+    weight, bias = head.combined()
     if impl == "direct":
-        return F.conv1d(F.pad(h, (taps - 1, 0)), weight) + bias
+        return F.conv1d(F.pad(h, (weight.shape[-1] - 1, 0)), weight) + bias
     return causal_convolution(h, weight) + bias
 
 

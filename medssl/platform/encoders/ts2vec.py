@@ -115,13 +115,18 @@ class _TrendHead(nn.Module):
         self.kernels = kernels
         self.convs = nn.ModuleList(nn.Conv1d(dim, dim, k) for k in kernels)
 
-    def forward(self, h: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    def combined(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The one causal kernel (O, C, max kernel) and bias (O, 1) equal to the mean."""
         taps = max(self.kernels)
         weight = torch.stack(
             [F.pad(conv.weight, (taps - conv.kernel_size[0], 0)) for conv in self.convs]
         ).mean(dim=0)
         bias = torch.stack([conv.bias for conv in self.convs]).mean(dim=0)
-        return (causal_convolution(h, weight) + bias[:, None]).to(h.dtype) * inside
+        return weight, bias[:, None]
+
+    def forward(self, h: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.combined()
+        return (causal_convolution(h, weight) + bias).to(h.dtype) * inside
 
 
 @ENCODERS.register("ts2vec")

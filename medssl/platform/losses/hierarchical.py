@@ -34,7 +34,7 @@ def paired_contrast(z: torch.Tensor, block_rows: int | None = None) -> torch.Ten
     N x 2K x 2K, for about one more forward of the similarities in time. Same value and
     gradients as the dense form up to float rounding.
     """
-    n, rows, dim = z.shape
+    n, rows, _ = z.shape
     if rows % 2 or rows < 2:
         raise ValueError(f"z must stack two views along dim 1 (an even size), got {tuple(z.shape)}")
     if block_rows is not None and block_rows < 1:
