@@ -4,8 +4,6 @@ in a subprocess, on a manifest that mixes good phantoms with every kind of bad f
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +18,9 @@ from medssl.modalities.volume.phantoms import (
     write_nifti,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (24, 24, 12)
 
 pytestmark = pytest.mark.slow
-
-
-def medssl_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The real `medssl` command, run from `cwd` with this checkout importable."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.pop("MEDSSL_LOG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "medssl.cli", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bool, int, int]]:
@@ -118,7 +103,7 @@ def problem_lines(output: str) -> dict[str, str]:
     return found
 
 
-def test_validate_lists_every_bad_file_and_writes_nothing(tmp_path: Path) -> None:
+def test_validate_lists_every_bad_file_and_writes_nothing(tmp_path: Path, medssl_cli) -> None:
     manifest, bad, good = build_bad_dataset(tmp_path / "data")
     before = snapshot(tmp_path)
     result = medssl_cli("validate", str(manifest), cwd=tmp_path)
@@ -140,7 +125,7 @@ def test_validate_lists_every_bad_file_and_writes_nothing(tmp_path: Path) -> Non
     assert f"{len(result.stdout.strip().splitlines())} problem(s)" in result.stderr
 
 
-def test_validate_on_a_clean_cohort_exits_zero(tmp_path: Path) -> None:
+def test_validate_on_a_clean_cohort_exits_zero(tmp_path: Path, medssl_cli) -> None:
     manifest = write_cohort(tmp_path / "clean", n_subjects=2, dicom_subjects=1)
     before = snapshot(tmp_path)
     result = medssl_cli("validate", str(manifest), cwd=tmp_path)
@@ -149,7 +134,7 @@ def test_validate_on_a_clean_cohort_exits_zero(tmp_path: Path) -> None:
     assert snapshot(tmp_path) == before
 
 
-def test_run_refuses_a_broken_dataset_before_writing_anything(tmp_path: Path) -> None:
+def test_run_refuses_a_broken_dataset_before_writing_anything(tmp_path: Path, medssl_cli) -> None:
     manifest, bad, _ = build_bad_dataset(tmp_path / "data")
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump({
