@@ -104,6 +104,21 @@ def embed(
 
 
 @app.command()
+def augmenter(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders of AutoTCL pretraining.")],
+) -> None:
+    """What an AutoTCL run's learned augmenter keeps of each input channel: its mean keep
+    probability and scale over the training series (0 = the views never show that channel)."""
+    from medssl.pipelines.augmenter import augmenter_channels
+
+    for run in runs:
+        rows = _guard(augmenter_channels, run)
+        print(f"{run}\n  {'channel':<8}{'name':<16}{'keep':>8}{'scale':>8}")
+        for row in rows:
+            print(f"  {row['channel']:<8}{row['name']:<16}{row['keep']:>8.3f}{row['scale']:>8.3f}")
+
+
+@app.command()
 def validate(
     data: Annotated[Path, typer.Argument(help="A folder, manifest (CSV/JSON) or array file.")],
     modality: Annotated[str, typer.Option(help="Which adapter reads the data.")] = "volume",

@@ -218,3 +218,37 @@ def test_forecast_pretraining_items_come_from_training_rows_only(
     served = np.concatenate(items, axis=1)
     # Exactly the training rows, each once: a validation or test row would make this longer.
     np.testing.assert_array_equal(served, windows.inputs[train].T)
+
+
+@pytest.mark.integration
+def test_augmenter_command_reports_each_channel_of_an_autotcl_run(
+    shared_data: Path, tmp_path: Path, medssl_cli
+) -> None:
+    from medssl.pipelines.augmenter import augmenter_channels
+
+    csv = _ett_slice(shared_data, tmp_path / "ett.csv", 1000)  # 3 training sections
+    config = _forecast_config(
+        csv,
+        tmp_path,
+        "[pretrain]",
+        (
+            "pretrain.method={name: autotcl, augmenter_depth: 1, fixed_channels: [0, 1, 2]}",
+            "pretrain.batch_size=2",
+        ),
+    )
+    run_config(config, tmp_path / "run")
+    rows = augmenter_channels(tmp_path / "run")
+    names = ["minute", "hour", "dayofweek", "day", "dayofyear", "month", "weekofyear", "OT"]
+    assert [r["name"] for r in rows] == names
+    assert all(r["keep"] == 1.0 and r["scale"] == 1.0 for r in rows[:3])
+    assert all(0.0 < r["keep"] < 1.0 and 0.0 < r["scale"] < 1.0 for r in rows[3:])
+
+    shown = medssl_cli("augmenter", str(tmp_path / "run"), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[-1].split()[:2] == ["7", "OT"]
+    ts2vec = _forecast_config(csv, tmp_path, "[pretrain]", ("pretrain.batch_size=2",))
+    run_config(ts2vec, tmp_path / "ts2vec")
+    refused = medssl_cli("augmenter", str(tmp_path / "ts2vec"), cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "no pretraining phase of this run uses pretrain.method.name: autotcl" in refused.stderr
+

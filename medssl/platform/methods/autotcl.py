@@ -15,6 +15,7 @@ from torch.func import functional_call
 from medssl.platform.batch import Batch
 from medssl.platform.encoders.base import Encoder
 from medssl.platform.encoders.ts2vec import TS2VecEncoder, masked_max_pool, series_steps
+from medssl.platform.errors import ConfigError
 from medssl.platform.losses.autotcl import (
     cross_view_info_nce,
     gaussian_mmd,
@@ -86,10 +87,18 @@ class ParametricAugmenter(nn.Module):
     v = g * m * x with m a hard-concrete sample of p; NaN in x stays NaN in v. With `shared`
     the heads give one p and g per step, applied to every channel (the authors' forecasting
     code, `agu_channel=1`): the mask then drops whole steps and cannot select channels.
+    The augmenter sees all `in_channels`; `out_channels` (default: all) is how many of them
+    it gives a p and g for.
     """
 
     def __init__(
-        self, in_channels: int, hidden_dim: int, embed_dim: int, depth: int, shared: bool = False
+        self,
+        in_channels: int,
+        hidden_dim: int,
+        embed_dim: int,
+        depth: int,
+        shared: bool = False,
+        out_channels: int | None = None,
     ) -> None:
         super().__init__()
         self.body = TS2VecEncoder(
@@ -101,18 +110,36 @@ class ParametricAugmenter(nn.Module):
             mask_probability=0.0,
             dropout=0.0,
         )
-        heads = 1 if shared else in_channels
+        heads = 1 if shared else (in_channels if out_channels is None else out_channels)
         self.keep_head = nn.Linear(embed_dim, heads)
         self.scale_head = nn.Linear(embed_dim, heads)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keep logits and scales g for `x` (B, C, T): both (B, C, T), or (B, 1, T) when the
-        augmenter is `shared` (one gate and scale per step for every channel, which
-        broadcast against x)."""
+        """Keep logits and scales g for `x` (B, C, T): both (B, out_channels, T), or
+        (B, 1, T) when the augmenter is `shared` (one gate and scale per step for every
+        channel, which broadcast against them)."""
         embedding = self.body.sequence(x).transpose(1, 2)
         keep_logits = self.keep_head(embedding).transpose(1, 2)
         scale = torch.sigmoid(self.scale_head(embedding)).transpose(1, 2)
         return keep_logits, scale
+
+
+def free_channels(in_channels: int, fixed: tuple[int, ...]) -> list[int]:
+    """The channels an augmenter may transform: all but `fixed` (each in range, at least one
+    left). Raises ConfigError naming `pretrain.method.fixed_channels` otherwise."""
+    bad = sorted({c for c in fixed if not 0 <= c < in_channels})
+    if bad:
+        raise ConfigError(
+            f"pretrain.method.fixed_channels {bad} are not channels of this {in_channels}-channel "
+            f"input; give indices from 0 to {in_channels - 1}"
+        )
+    free = [c for c in range(in_channels) if c not in set(fixed)]
+    if not free:
+        raise ConfigError(
+            "pretrain.method.fixed_channels names every input channel, so the view would be "
+            "the input; leave at least one channel to the augmenter"
+        )
+    return free
 
 
 @METHODS.register("autotcl")
@@ -166,6 +193,12 @@ class AutoTCL(AveragedEncoderMethod):
         encoder_loss: Literal["infonce", "hierarchical"] = "infonce"
         # One keep probability and scale per (step, channel), or per step for all channels.
         mask_channels: Literal["each", "shared"] = "each"
+        # Input channels the view passes through unchanged (known covariates, such as the
+        # calendar features a forecasting table puts first); the mask acts on the rest.
+        fixed_channels: tuple[int, ...] = ()
+        # Where the hard-concrete noise goes: the logit of p (METHODS.md, the default) or p
+        # itself, as the authors' code does (the mask then stays random, keep 0.48-0.72).
+        mask_noise: Literal["logit", "probability"] = "logit"
         temperature: float = Field(1.0, gt=0.0)
         local_weight: float = Field(0.1, ge=0.0)
         num_windows: int = Field(16, ge=3)
@@ -194,12 +227,20 @@ class AutoTCL(AveragedEncoderMethod):
         self.config = validate_method_config(type(self), config)
         require_sequence_encoder(self.name, encoder)
         cfg = self.config
+        free = free_channels(encoder.in_channels, cfg.fixed_channels)
+        #: The channels the augmenter transforms, or None for all of them.
+        self.free_channels: torch.Tensor | None
+        if len(free) < encoder.in_channels:
+            self.register_buffer("free_channels", torch.tensor(free), persistent=False)
+        else:
+            self.free_channels = None
         self.augmenter = ParametricAugmenter(
             encoder.in_channels,
             cfg.augmenter_hidden_dim,
             cfg.augmenter_embed_dim,
             cfg.augmenter_depth,
             shared=cfg.mask_channels == "shared",
+            out_channels=len(free),
         )
         self.swa_encoder = averaged_copy(encoder) if cfg.swa else None
         #: Optimiser steps taken; set by `after_optimizer_step`, picks augmenter iterations.
@@ -223,12 +264,16 @@ class AutoTCL(AveragedEncoderMethod):
     def augment(
         self, x: torch.Tensor, sample: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The view v = g * m * x (NaN where x is NaN), keep probabilities p and mask m, each
-        (B, C, T)."""
+        """The view v = g * m * x (NaN where x is NaN; `fixed_channels` as they are), and the
+        keep probabilities p and mask m of the transformed channels, (B, C', T) each (C' = 1
+        when the mask is `shared`)."""
         cfg = self.config
         keep_logits, scale = self.augmenter(x)
+        free = self.free_channels
+        target = x if free is None else x.index_select(1, free)
+        gate = keep_logits if cfg.mask_noise == "logit" else torch.sigmoid(keep_logits)
         mask = hard_concrete(
-            keep_logits,
+            gate,
             sample=sample,
             temperature=cfg.mask_temperature,
             gamma=cfg.gamma,
@@ -236,11 +281,32 @@ class AutoTCL(AveragedEncoderMethod):
             noise_bound=cfg.noise_bound,
             hard=cfg.hard_mask,
         )
-        missing = torch.isnan(x)
+        missing = torch.isnan(target)
         # torch.where keeps NaN out of the gradient of g and m at missing values.
-        view = scale * mask * torch.where(missing, torch.zeros_like(x), x)
-        view = torch.where(missing, x, view)
+        view = scale * mask * torch.where(missing, torch.zeros_like(target), target)
+        view = torch.where(missing, target, view)
+        if free is not None:
+            view = x.index_copy(1, free, view)
         return view, torch.sigmoid(keep_logits), mask
+
+    @torch.no_grad()
+    def channel_keep(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the augmenter does to each input channel of `x` (B, C, T): the mean keep
+        probability p and the mean scale g over the observed steps, (C,) each. Fixed channels
+        read 1 and 1; with a `shared` mask every free channel reads the same gate."""
+        keep_logits, scale = self.augmenter(x)
+        free = self.free_channels
+        count = x.shape[1] if free is None else int(free.numel())
+        keep = torch.sigmoid(keep_logits).expand(-1, count, -1)
+        scale = scale.expand(-1, count, -1)
+        observed = ~torch.isnan(x if free is None else x.index_select(1, free))
+        weight = observed.sum(dim=(0, 2)).clamp_min(1)
+        keep = (keep * observed).sum(dim=(0, 2)) / weight
+        scale = (scale * observed).sum(dim=(0, 2)) / weight
+        if free is None:
+            return keep, scale
+        ones = torch.ones(x.shape[1], dtype=keep.dtype, device=keep.device)
+        return ones.index_copy(0, free, keep), ones.index_copy(0, free, scale)
 
     def _window(self, x: torch.Tensor) -> torch.Tensor:
         limit = self.config.max_length

@@ -121,6 +121,71 @@ def test_a_shared_mask_drops_whole_steps_of_every_channel() -> None:
     assert torch.isfinite(out["loss"]) and 0 < float(out["kept_fraction"]) < 1
 
 
+@pytest.mark.parametrize("mask_channels", ["each", "shared"])
+def test_fixed_channels_pass_through_and_the_mask_acts_on_the_rest(mask_channels: str) -> None:
+    method = _method(fixed_channels=[0], mask_channels=mask_channels, hard_mask=False)
+    x = _x()
+    torch.manual_seed(5)
+    view, keep, mask = method.augment(x)
+    keep_logits, scale = method.augmenter(x)
+    assert keep.shape == mask.shape == (6, 1, 64) and scale.shape == (6, 1, 64)
+    torch.testing.assert_close(keep, torch.sigmoid(keep_logits))
+    assert torch.equal(view[:, 0].nan_to_num(7.0), x[:, 0].nan_to_num(7.0))
+    torch.testing.assert_close(view[:, 1:], scale * mask * x[:, 1:], equal_nan=True)
+    # The sparsity constraint applies to the free channel alone, and its gradient reaches the
+    # augmenter through the view of that channel only.
+    out = method(Batch(x=x))
+    assert torch.isfinite(out["loss"])
+    view.nan_to_num(0).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in method.augmenter.parameters())
+
+
+def test_channel_keep_averages_the_observed_steps_and_reads_fixed_channels_as_one() -> None:
+    x = _x()
+    method = _method()
+    keep, scale = method.channel_keep(x)
+    logits, g = method.augmenter(x)
+    observed = ~torch.isnan(x)
+    expected = (torch.sigmoid(logits) * observed).sum(dim=(0, 2)) / observed.sum(dim=(0, 2))
+    torch.testing.assert_close(keep, expected)
+    torch.testing.assert_close(scale, (g * observed).sum(dim=(0, 2)) / observed.sum(dim=(0, 2)))
+    fixed = _method(fixed_channels=[1])
+    keep, scale = fixed.channel_keep(x)
+    logits, g = fixed.augmenter(x)
+    assert keep[1] == 1.0 and scale[1] == 1.0
+    seen = observed[:, :1]
+    torch.testing.assert_close(keep[0], (torch.sigmoid(logits) * seen).sum() / seen.sum())
+
+
+def test_noise_on_the_probability_keeps_the_mask_random() -> None:
+    # The authors' code adds the logistic noise to p itself: even at p = 1 the mask keeps only
+    # about sigmoid(1)-stretched of the steps, where the noise on the logit keeps them all.
+    x = torch.randn(64, 2, 256, generator=torch.Generator().manual_seed(1))
+    kept = {}
+    for noise in ("logit", "probability"):
+        method = _method(mask_noise=noise)
+        with torch.no_grad():
+            method.augmenter.keep_head.weight.zero_()
+            method.augmenter.keep_head.bias.fill_(10.0)
+        torch.manual_seed(3)
+        _, keep, mask = method.augment(x)
+        assert keep.min() > 0.9999
+        kept[noise] = float(mask.detach().mean())
+    assert kept["logit"] == 1.0
+    # P(m = 1) = P(sigmoid(L + p) > (0.5 - gamma) / (zeta - gamma)) for logistic L, p = 1.
+    threshold = (0.5 + 0.05) / 1.05
+    expected = _sigmoid(1.0 - _logit(threshold))
+    assert kept["probability"] == pytest.approx(expected, abs=0.01)
+
+
+def test_fixed_channels_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"fixed_channels \[2\] are not channels of this 2"):
+        _method(fixed_channels=[2])
+    with pytest.raises(ConfigError, match="fixed_channels names every input channel"):
+        _method(fixed_channels=[0, 1])
+
+
 def test_each_loss_reaches_only_its_own_parameters() -> None:
     method = _method()
     out = method(Batch(x=_x()))
