@@ -157,7 +157,7 @@ class AutoTCL(AveragedEncoderMethod):
                 + smoothness_weight * mean |p_{t+1} - p_t|.
     The sparsity hinge has to act as the constraint mean p <= keep_threshold: MMD alone is
     minimised by v = x, and with the noise on the logit of p (not on p, as in the official
-    code, whose keep rate therefore never leaves ~0.48-0.72) the augmenter can reach that
+    code, whose keep rate therefore never leaves ~0.48-0.71) the augmenter can reach that
     identity, where every gradient of p vanishes. The Gaussian MMD is at most 2 * kernel_num,
     so a weight above 2 * kernel_num / (1 - keep_threshold) (16.7 by default) makes keeping
     everything cost more than any view that meets the constraint. The default 10 (the authors'
@@ -197,7 +197,7 @@ class AutoTCL(AveragedEncoderMethod):
         # calendar features a forecasting table puts first); the mask acts on the rest.
         fixed_channels: tuple[int, ...] = ()
         # Where the hard-concrete noise goes: the logit of p (METHODS.md, the default) or p
-        # itself, as the authors' code does (the mask then stays random, keep 0.48-0.72).
+        # itself, as the authors' code does (the mask then stays random, keep 0.48-0.71).
         mask_noise: Literal["logit", "probability"] = "logit"
         temperature: float = Field(1.0, gt=0.0)
         local_weight: float = Field(0.1, ge=0.0)

@@ -160,7 +160,7 @@ def test_channel_keep_averages_the_observed_steps_and_reads_fixed_channels_as_on
 
 def test_noise_on_the_probability_keeps_the_mask_random() -> None:
     # The authors' code adds the logistic noise to p itself: even at p = 1 the mask keeps only
-    # about sigmoid(1)-stretched of the steps, where the noise on the logit keeps them all.
+    # about 71 % of the steps, where the noise on the logit keeps them all.
     x = torch.randn(64, 2, 256, generator=torch.Generator().manual_seed(1))
     kept = {}
     for noise in ("logit", "probability"):
