@@ -106,16 +106,22 @@ def embed(
 @app.command()
 def augmenter(
     runs: Annotated[list[Path], typer.Argument(help="Run folders of AutoTCL pretraining.")],
+    plot: Annotated[
+        bool, typer.Option(help="Also draw p along time to <run>/plots/augmenter.png.")
+    ] = True,
 ) -> None:
     """What an AutoTCL run's learned augmenter keeps of each input channel: its mean keep
     probability and scale over the training series (0 = the views never show that channel)."""
     from medssl.pipelines.augmenter import augmenter_channels
 
     for run in runs:
-        rows = _guard(augmenter_channels, run)
+        target = run / "plots" / "augmenter.png" if plot else None
+        rows = _guard(augmenter_channels, run, target)
         print(f"{run}\n  {'channel':<8}{'name':<16}{'keep':>8}{'scale':>8}")
         for row in rows:
             print(f"  {row['channel']:<8}{row['name']:<16}{row['keep']:>8.3f}{row['scale']:>8.3f}")
+        if target is not None:
+            print(f"  plot: {target}")
 
 
 @app.command()

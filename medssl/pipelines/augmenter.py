@@ -35,9 +35,13 @@ def _autotcl_phase(config: Any, run_dir: Path) -> tuple[int, Path]:
     )
 
 
-def augmenter_channels(run_dir: str | Path) -> list[dict[str, Any]]:
+def augmenter_channels(
+    run_dir: str | Path, plot: str | Path | None = None, plot_steps: int | None = None
+) -> list[dict[str, Any]]:
     """One row per input channel: `channel`, `name`, `keep` (mean keep probability p) and
-    `scale` (mean g), averaged over the run's training series.
+    `scale` (mean g), averaged over the run's training series. With `plot`, also draws p of
+    every channel along the first training series there (its first `plot_steps` steps; PNG):
+    a fixed channel selection shows as full and empty rows, a temporal mask as stripes.
 
     Raises DataError when the run folder has no config or no AutoTCL checkpoint yet.
 
@@ -73,7 +77,38 @@ def augmenter_channels(run_dir: str | Path) -> list[dict[str, Any]]:
         keep += p / len(ctx.train)
         scale += g / len(ctx.train)
     names = list(getattr(prepared, "channel_names", ())) or [str(c) for c in range(len(keep))]
+    if plot is not None:
+        first = torch.as_tensor(prepared.series(ctx.train[0]))[None, :, :plot_steps]
+        _plot_keep(method, first, names, Path(plot))
     return [
         {"channel": c, "name": names[c], "keep": float(keep[c]), "scale": float(scale[c])}
         for c in range(len(keep))
     ]
+
+
+@torch.no_grad()
+def _plot_keep(method: AutoTCL, x: torch.Tensor, names: list[str], target: Path) -> None:
+    """Heat map of the keep probability of each channel of `x` (1, C, T) along time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keep_logits, _ = method.augmenter(x)
+    free = method.free_channels
+    p = torch.ones(x.shape[1:])
+    rows = torch.arange(x.shape[1]) if free is None else free.cpu()
+    p[rows] = torch.sigmoid(keep_logits[0]).expand(len(rows), -1).float()
+    p[torch.isnan(x[0])] = float("nan")
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.4))
+    image = ax.imshow(p.numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1,
+                      interpolation="nearest")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("step of the first training series")
+    ax.set_title("augmenter keep probability p")
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+    fig.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+

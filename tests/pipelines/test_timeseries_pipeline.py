@@ -237,7 +237,8 @@ def test_augmenter_command_reports_each_channel_of_an_autotcl_run(
         ),
     )
     run_config(config, tmp_path / "run")
-    rows = augmenter_channels(tmp_path / "run")
+    rows = augmenter_channels(tmp_path / "run", plot=tmp_path / "keep.png")
+    assert (tmp_path / "keep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     names = ["minute", "hour", "dayofweek", "day", "dayofyear", "month", "weekofyear", "OT"]
     assert [r["name"] for r in rows] == names
     assert all(r["keep"] == 1.0 and r["scale"] == 1.0 for r in rows[:3])
@@ -245,7 +246,8 @@ def test_augmenter_command_reports_each_channel_of_an_autotcl_run(
 
     shown = medssl_cli("augmenter", str(tmp_path / "run"), cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.splitlines()[-1].split()[:2] == ["7", "OT"]
+    assert shown.stdout.splitlines()[-2].split()[:2] == ["7", "OT"]
+    assert (tmp_path / "run" / "plots" / "augmenter.png").is_file()
     ts2vec = _forecast_config(csv, tmp_path, "[pretrain]", ("pretrain.batch_size=2",))
     run_config(ts2vec, tmp_path / "ts2vec")
     refused = medssl_cli("augmenter", str(tmp_path / "ts2vec"), cwd=tmp_path)
