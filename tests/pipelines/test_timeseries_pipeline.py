@@ -253,4 +253,3 @@ def test_augmenter_command_reports_each_channel_of_an_autotcl_run(
     refused = medssl_cli("augmenter", str(tmp_path / "ts2vec"), cwd=tmp_path)
     assert refused.returncode == 1
     assert "no pretraining phase of this run uses pretrain.method.name: autotcl" in refused.stderr
-

@@ -132,10 +132,10 @@ def test_fixed_channels_pass_through_and_the_mask_acts_on_the_rest(mask_channels
     torch.testing.assert_close(keep, torch.sigmoid(keep_logits))
     assert torch.equal(view[:, 0].nan_to_num(7.0), x[:, 0].nan_to_num(7.0))
     torch.testing.assert_close(view[:, 1:], scale * mask * x[:, 1:], equal_nan=True)
-    # The sparsity constraint applies to the free channel alone, and its gradient reaches the
-    # augmenter through the view of that channel only.
+    # The sparsity term sees the keep probabilities of the free channel alone.
     out = method(Batch(x=x))
     assert torch.isfinite(out["loss"])
+    torch.testing.assert_close(out["keep_probability"], keep.detach().mean())
     view.nan_to_num(0).sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all()
                for p in method.augmenter.parameters())
