@@ -94,11 +94,7 @@ def _plot_keep(method: AutoTCL, x: torch.Tensor, names: list[str], target: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keep_logits, _ = method.augmenter(x)
-    free = method.free_channels
-    p = torch.ones(x.shape[1:])
-    rows = torch.arange(x.shape[1]) if free is None else free.cpu()
-    p[rows] = torch.sigmoid(keep_logits[0]).expand(len(rows), -1).float()
+    p = method.keep_map(x)[0][0].float()
     p[torch.isnan(x[0])] = float("nan")
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.4))
     image = ax.imshow(p.numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1,

@@ -290,25 +290,29 @@ class AutoTCL(AveragedEncoderMethod):
         return view, torch.sigmoid(keep_logits), mask
 
     @torch.no_grad()
-    def channel_keep(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the augmenter does to each input channel of `x` (B, C, T): the mean keep
-        probability p and the mean scale g over the observed steps, (C,) each. Fixed channels
-        read 1 and 1; with a `shared` mask every free channel reads the same gate. (With
-        `mask_noise: probability` a step is kept with a probability between about 0.48 at
-        p = 0 and 0.71 at p = 1, not p.)"""
+    def keep_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmenter's keep probability p and scale g at every (channel, step) of `x`
+        (B, C, T), (B, C, T) each: fixed channels read 1 and 1, a `shared` gate is repeated
+        over the free channels. (With `mask_noise: probability` a step is kept with a
+        probability between about 0.48 at p = 0 and 0.71 at p = 1, not p.)"""
         keep_logits, scale = self.augmenter(x)
+        keep = torch.ones_like(x)
+        g = torch.ones_like(x)
         free = self.free_channels
-        count = x.shape[1] if free is None else int(free.numel())
-        keep = torch.sigmoid(keep_logits).expand(-1, count, -1)
-        scale = scale.expand(-1, count, -1)
-        observed = ~torch.isnan(x if free is None else x.index_select(1, free))
+        rows = torch.arange(x.shape[1], device=x.device) if free is None else free
+        shape = (x.shape[0], len(rows), x.shape[2])
+        keep[:, rows] = torch.sigmoid(keep_logits).expand(shape).to(x.dtype)
+        g[:, rows] = scale.expand(shape).to(x.dtype)
+        return keep, g
+
+    def channel_keep(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`keep_map` of `x` averaged per channel over its observed (non-NaN) steps: (C,)
+        each."""
+        keep, scale = self.keep_map(x)
+        observed = ~torch.isnan(x)
         weight = observed.sum(dim=(0, 2)).clamp_min(1)
-        keep = (keep * observed).sum(dim=(0, 2)) / weight
-        scale = (scale * observed).sum(dim=(0, 2)) / weight
-        if free is None:
-            return keep, scale
-        ones = torch.ones(x.shape[1], dtype=keep.dtype, device=keep.device)
-        return ones.index_copy(0, free, keep), ones.index_copy(0, free, scale)
+        mean_keep = (keep * observed).sum(dim=(0, 2)) / weight
+        return mean_keep, (scale * observed).sum(dim=(0, 2)) / weight
 
     def _window(self, x: torch.Tensor) -> torch.Tensor:
         limit = self.config.max_length
