@@ -12,9 +12,10 @@ def preset_names() -> list[str]:
 
 
 def resolve(name_or_path: str) -> Path:
-    """A config path as given, or the shipped preset of that name."""
+    """A config file as given, or the shipped preset of that name (a folder of the same name,
+    such as a run folder `--out ucr-ts2vec`, does not hide the preset)."""
     path = Path(name_or_path)
-    if path.exists():
+    if path.is_file():
         return path
     candidate = PRESET_DIR / f"{path.stem}.yaml"
     if path.parent == Path(".") and candidate.is_file():
