@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from medssl.pipelines.context import method_class
+from medssl.pipelines.context import method_class, phase_folder
 from medssl.pipelines.runner import prepare_context
 from medssl.platform.config import load_config
 from medssl.platform.engine.trainer import last_checkpoint
@@ -24,12 +24,9 @@ from medssl.platform.resume_io import load_resume_state
 
 def _autotcl_phase(config: Any, run_dir: Path) -> tuple[int, Path]:
     """(phase index, checkpoint folder) of the run's first AutoTCL phase."""
-    phases = config.pretrain.phases()
-    for k in range(len(phases)):
+    for k in range(len(config.pretrain.phases())):
         if method_class(config, k) is AutoTCL:
-            name = phases[k].method["name"]
-            folder = run_dir / "pretrain"
-            return k, folder if len(phases) == 1 else folder / f"phase{k + 1}-{name}"
+            return k, phase_folder(run_dir, config, k)
     raise ConfigError(
         f"{run_dir}: no pretraining phase of this run uses pretrain.method.name: autotcl"
     )

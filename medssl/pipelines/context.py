@@ -46,6 +46,16 @@ def phase_key(phase: int) -> str:
     return "pretrain.method" if phase == 0 else f"pretrain.then.{phase - 1}.method"
 
 
+def phase_folder(run_dir: Path, config: PipelineConfig, phase: int) -> Path:
+    """Where a pretraining phase writes its weights and checkpoints: `<run>/pretrain`, or
+    `<run>/pretrain/phase<k>-<method>` when there are several phases."""
+    phases = config.pretrain.phases()
+    out = run_dir / "pretrain"
+    if len(phases) == 1:
+        return out
+    return out / f"phase{phase + 1}-{phases[phase].method['name']}"  # type: ignore[attr-defined]
+
+
 def method_class(config: PipelineConfig, phase: int = 0) -> Any:
     name = config.pretrain.phases()[phase].method["name"]  # type: ignore[attr-defined]
     try:

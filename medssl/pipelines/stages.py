@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from medssl.modalities.volume.slices import partition_slice_loader
 from medssl.pipelines import protocols
-from medssl.pipelines.context import RunContext, method_class, phase_key
+from medssl.pipelines.context import RunContext, method_class, phase_folder, phase_key
 from medssl.pipelines.splits import budget_label, label_subset
 from medssl.platform.checkpoint import load_model, require_contract, save_model
 from medssl.platform.config import validate_section
@@ -69,8 +69,8 @@ def pretrain(ctx: RunContext) -> None:
     initial = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
     phases = ctx.config.pretrain.phases()
     cards, steps, seconds = [], 0, 0.0
-    for k, phase in enumerate(phases):
-        folder = out if len(phases) == 1 else out / f"phase{k + 1}-{phase.method['name']}"  # type: ignore[attr-defined]
+    for k in range(len(phases)):
+        folder = phase_folder(ctx.run_dir, ctx.config, k)
         key = "pretrain" if len(phases) == 1 else f"pretrain:{k + 1}"
         if ctx.state.is_done(key) and (folder / "model.safetensors").is_file():
             state, card = load_model(folder)
