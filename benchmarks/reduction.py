@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from medssl.modalities.volume.geometry import axis_codes
-from medssl.modalities.volume.phantoms import generate_phantom
-from medssl.pipelines.reduce import axial_slices
+from medssl.modalities.volume.slices import axial_slices
 from medssl.platform.reduction import DHash
+from medssl.synthetic import generate_phantom
 
 _DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_CT = ("image3d", "totalsegmentator", "example_ct.nii.gz")

@@ -26,7 +26,7 @@ import torch
 
 from medssl.modalities.base import Record
 from medssl.modalities.volume.adapter import VolumeModality
-from medssl.modalities.volume.phantoms import write_cohort
+from medssl.synthetic import write_cohort
 
 #: CT files of the shared data folder used as the real-data case (MR is left out: HU window).
 REAL_CT_FILES = ("example_ct_sm.nii.gz", "example_ct.nii.gz")

@@ -6,12 +6,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel
 from torch.utils.data import Dataset
 
-from medssl.platform.batch import Batch, collate_items
+from medssl.platform.batch import ITEMS, SUBJECT_PAIRS, Batch, BatchSpec, collate_items
+from medssl.platform.errors import CompatibilityError, ConfigError
+
+if TYPE_CHECKING:
+    from medssl.modalities.loaders import LoaderBuilder, LoaderRequest
 
 Purpose = Literal["pretrain", "classification", "segmentation", "embed", "evaluate"]
 
@@ -98,26 +102,29 @@ def write_cache_folder(root: Path, arrays: Mapping[str, Any], meta: Mapping[str,
     folder, then rename it to `root`: a killed run leaves no half-written cache, and of two
     runs writing the same cache at once the first rename wins."""
     import json
-    import os
-    import shutil
-    import uuid
 
     import numpy as np
 
-    tmp = root.with_name(f".{root.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir(parents=True)
-    try:
+    from medssl.platform.io import atomic_folder
+
+    text = json.dumps(dict(meta), indent=1)  # fails before anything touches the disk
+    with atomic_folder(root) as staging:
         for name, array in arrays.items():
             if array is not None:
-                np.save(tmp / f"{name}.npy", array, allow_pickle=False)
-        (tmp / "meta.json").write_text(json.dumps(dict(meta), indent=1))
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if not (root / "meta.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+                np.save(staging / f"{name}.npy", array, allow_pickle=False)
+        (staging / "meta.json").write_text(text)
+
+
+def supporting_modalities(spec: BatchSpec) -> list[str]:
+    """Registered adapters that can serve `spec` under some setting of theirs."""
+    from medssl.platform.registry import MODALITIES
+
+    return [
+        name
+        for name in MODALITIES.names()
+        if spec.fields <= MODALITIES.get(name).provides
+        and spec.grouping in MODALITIES.get(name).groupings
+    ]
 
 
 class Modality(ABC):
@@ -132,13 +139,101 @@ class Modality(ABC):
     provides: ClassVar[frozenset[str]]
     default_encoder: ClassVar[str]
     Preprocessing: ClassVar[type[BaseModel]]
+    #: Batch groupings the adapter's loaders can build under some setting (`loaders` says
+    #: which they build under this one).
+    groupings: ClassVar[frozenset[str]] = frozenset({ITEMS, SUBJECT_PAIRS})
+    #: Whether dataset reduction can select parts (slices) of this adapter's records.
+    reducible: ClassVar[bool] = False
 
-    def __init__(self, preprocessing: BaseModel | Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        preprocessing: BaseModel | Mapping[str, Any] | None = None,
+        *,
+        encoder_dims: int | None = None,
+    ) -> None:
         if preprocessing is None:
             preprocessing = self.Preprocessing()
         elif not isinstance(preprocessing, BaseModel):
             preprocessing = self.Preprocessing.model_validate(dict(preprocessing))
         self.preprocessing = preprocessing
+        #: Spatial dimensions of the encoder the items feed (None: not known, e.g. validate).
+        self.encoder_dims = encoder_dims
+
+    # ------------------------------------------------------------ what the adapter serves
+
+    @property
+    def serves_parts(self) -> bool:
+        """Whether items are parts of records (axial slices of volumes for a 2-D encoder):
+        per-record scores then pool the items of each record."""
+        return False
+
+    def provided_fields(self) -> frozenset[str]:
+        """The batch fields this adapter serves with its settings and encoder."""
+        return self.provides
+
+    def loaders(self) -> Mapping[str, LoaderBuilder]:
+        """grouping -> builder of the pretraining loaders this adapter can build now."""
+        from medssl.modalities.loaders import shuffled_items, subject_pairs
+
+        return {ITEMS: shuffled_items, SUBJECT_PAIRS: subject_pairs}
+
+    def withheld_hint(self, fields: frozenset[str], grouping: str) -> str | None:
+        """How to get `fields` or `grouping` that a setting of this adapter withholds, or
+        None when the adapter cannot serve them at all."""
+        return None
+
+    def check_run(self, stages: Sequence[str]) -> None:
+        """Refuse, before any data is read, settings this adapter cannot run `stages` with
+        (ConfigError naming the key). Adapters with such constraints override it."""
+        if "reduce" in stages and not self.reducible:
+            raise ConfigError(
+                f"stages: 'reduce' selects slices of volumes, and modality '{self.name}' has "
+                "none; remove 'reduce' from stages"
+            )
+
+    def check_batches(self, method: str, spec: BatchSpec, key: str) -> None:
+        """Refuse a method whose batches this adapter cannot serve: CompatibilityError naming
+        the method (set at config `key`), what is missing, and the adapters that serve it."""
+        missing = sorted(spec.fields - self.provided_fields())
+        grouping_ok = spec.grouping in self.loaders()
+        if not missing and grouping_ok:
+            return
+        hint = self.withheld_hint(frozenset(missing), spec.grouping)
+        if missing:
+            what = f"batch field(s) {missing}"
+        else:
+            what = f"batches grouped as '{spec.grouping}'"
+        if hint:
+            raise CompatibilityError(f"{key}.name: method '{method}' needs {what}; {hint}")
+        raise CompatibilityError(
+            f"{key}.name: method '{method}' needs {what} that modality '{self.name}' does not "
+            f"provide; modalities that do: {', '.join(supporting_modalities(spec)) or 'none yet'}"
+        )
+
+    def pretrain_loader(
+        self,
+        prepared: Any,
+        records: Sequence[Record],
+        indices: Sequence[int],
+        request: LoaderRequest,
+    ) -> Any:
+        """Pretraining batches over `indices` in the grouping the method asked for."""
+        builders = self.loaders()
+        if request.spec.grouping not in builders:
+            raise ConfigError(
+                f"pretrain.method.name: method '{request.method}' needs batches grouped as "
+                f"'{request.spec.grouping}', which modality '{self.name}' cannot build "
+                f"(it builds {sorted(builders)})"
+            )
+        return builders[request.spec.grouping](self, prepared, records, indices, request)
+
+    def slices_for_reduction(self, prepared: Any, index: int) -> tuple[Any, int, list[int]]:
+        """(slices (n, rows, cols), axis, positions) of record `index` in physical order, for
+        dataset reduction; adapters with `reducible` implement it."""
+        raise ConfigError(
+            f"stages: 'reduce' selects slices of volumes, and modality '{self.name}' has none; "
+            "remove 'reduce' from stages"
+        )
 
     @abstractmethod
     def scan(self, path: str | Path) -> list[Record]:

@@ -14,10 +14,11 @@ from typing import Any
 import torch
 
 from medssl.pipelines.context import method_class, phase_folder
-from medssl.pipelines.runner import prepare_context
+from medssl.pipelines.prepare import prepare_context
 from medssl.platform.config import load_config
 from medssl.platform.engine.trainer import last_checkpoint
 from medssl.platform.errors import ConfigError, DataError
+from medssl.platform.io import save_figure
 from medssl.platform.methods.autotcl import AutoTCL
 from medssl.platform.resume_io import load_resume_state
 
@@ -101,7 +102,6 @@ def _plot_keep(method: AutoTCL, x: torch.Tensor, names: list[str], target: Path)
     ax.set_title("augmenter keep probability p")
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
     fig.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=110)
+    save_figure(fig, target, dpi=110)
     plt.close(fig)
 

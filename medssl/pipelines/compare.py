@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medssl.pipelines.context import atomic_write_text
 from medssl.pipelines.report import cell, pivot, plot_label_efficiency, results_table
 from medssl.platform.errors import ConfigError
+from medssl.platform.io import atomic_write_json, atomic_write_text
 
 _KEY = ("dataset", "stage", "init", "label_budget", "metric")
 
@@ -74,7 +74,7 @@ def compare(folders: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
         "results": results,
         "plots": plot_label_efficiency(results, target / "plots"),
     }
-    atomic_write_text(target / "report.json", json.dumps(report, indent=1))
+    atomic_write_json(target / "report.json", report)
     atomic_write_text(target / "report.md", _markdown(report))
     print(results_table(results), flush=True)
     return report

@@ -5,31 +5,26 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 import medssl.modalities  # noqa: F401  (registers the adapters)
 import medssl.pipelines.tasks  # noqa: F401  (registers the tasks)
 from medssl.modalities.base import Modality, Purpose, Record
+from medssl.modalities.loaders import LoaderRequest, item_loader
+from medssl.platform.batch import BatchSpec
 from medssl.platform.config import PipelineConfig, validate_section
 from medssl.platform.encoders import Encoder, build_encoder
 from medssl.platform.engine.trainer import launch_world
-from medssl.platform.errors import CompatibilityError, ConfigError
+from medssl.platform.errors import ConfigError
+from medssl.platform.io import atomic_write_text
 from medssl.platform.registry import ENCODERS, METHODS, MODALITIES
 
 log = logging.getLogger("medssl")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def build_modality(config: PipelineConfig) -> Modality:
@@ -38,7 +33,7 @@ def build_modality(config: PipelineConfig) -> Modality:
     except KeyError as exc:
         raise ConfigError(f"data.modality: {exc.args[0]}") from None
     prep = validate_section(cls.Preprocessing, config.data.preprocessing, "data.preprocessing")
-    return cls(prep)
+    return cls(prep, encoder_dims=config.encoder.spatial_dims)
 
 
 def phase_key(phase: int) -> str:
@@ -64,39 +59,12 @@ def method_class(config: PipelineConfig, phase: int = 0) -> Any:
         raise ConfigError(f"{phase_key(phase)}.name: {exc.args[0]}") from None
 
 
-#: Batch fields the volume adapter serves only on slices (2-D encoders).
-SLICE_FIELDS = frozenset({"partition", "position"})
-
-
-def _check_slices(config: PipelineConfig) -> None:
-    """Settings a 2-D encoder on volumes needs, and the stages that need one."""
-    slices = config.data.modality == "volume" and config.encoder.spatial_dims == 2
-    if {"reduce", "pretrain"} <= set(config.stages) and not slices:
-        raise ConfigError(
-            "stages: 'reduce' keeps slices, which only 2-D encoders pretrain on; set "
-            "encoder.spatial_dims=2 or remove 'reduce' from stages"
-        )
-    if not slices:
-        return
-    prep = config.data.preprocessing
-    if prep.get("slice_size") is None:
-        raise ConfigError(
-            "data.preprocessing.slice_size: a 2-D encoder on volumes trains on axial slices, "
-            "which must share a size to be batched; set it, e.g. [128, 128]"
-        )
-    orientation = str(prep.get("orientation", "RAS")).upper()
-    if orientation[-1:] not in ("S", "I"):
-        raise ConfigError(
-            f"data.preprocessing.orientation: '{orientation}' does not put the "
-            "inferior-superior axis last, so the last axis would not give axial slices; use "
-            "RAS or LPS"
-        )
-
-
 def check_compatibility(config: PipelineConfig) -> None:
-    """Before any data is read: method x modality for every pretraining phase (and each
-    phase's settings), slice settings, and the phase inits fine-tuning asks for."""
-    _check_slices(config)
+    """Before any data is read: the modality's own settings for the run's stages, method x
+    modality for every pretraining phase (each phase's settings, the batch fields and the
+    grouping it needs), and the phase inits fine-tuning asks for."""
+    modality = build_modality(config)
+    modality.check_run(config.stages)
     phases = config.pretrain.phases()
     if "finetune" in config.stages:
         for init in config.finetune.inits:
@@ -107,31 +75,17 @@ def check_compatibility(config: PipelineConfig) -> None:
                 )
     if "pretrain" not in config.stages:
         return
-    modality_cls = MODALITIES.get(config.data.modality)
-    provides = set(modality_cls.provides)
-    if config.data.modality == "volume" and config.encoder.spatial_dims != 2:
-        provides -= SLICE_FIELDS
-    for phase, settings in enumerate(phases):
-        cls = method_class(config, phase)
-        options = {k: v for k, v in settings.method.items() if k != "name"}  # type: ignore[attr-defined]
-        validate_section(cls.Config, options, phase_key(phase))
-        missing = sorted(set(cls.requires) - provides)
-        if missing and set(missing) <= SLICE_FIELDS and config.data.modality == "volume":
-            raise CompatibilityError(
-                f"{phase_key(phase)}.name: method '{cls.name}' needs {missing}, which volumes "
-                "provide only as slices; set encoder.spatial_dims=2 (and "
-                "data.preprocessing.slice_size)"
-            )
-        if missing:
-            providers = [
-                n for n in MODALITIES.names()
-                if set(cls.requires) <= set(MODALITIES.get(n).provides)
-            ]
-            raise CompatibilityError(
-                f"{phase_key(phase)}.name: method '{cls.name}' needs batch field(s) {missing} "
-                f"that modality '{config.data.modality}' does not provide; modalities that do: "
-                f"{', '.join(providers) or 'none yet'}"
-            )
+    for phase in range(len(phases)):
+        cls, settings = method_settings(config, phase)
+        modality.check_batches(cls.name, cls.batch_spec(settings), phase_key(phase))
+
+
+def method_settings(config: PipelineConfig, phase: int = 0) -> tuple[Any, Any]:
+    """(method class, its validated Config) of a pretraining phase; a bad key raises
+    ConfigError naming it."""
+    cls = method_class(config, phase)
+    options = {k: v for k, v in config.pretrain.phases()[phase].method.items() if k != "name"}  # type: ignore[attr-defined]
+    return cls, validate_section(cls.Config, options, phase_key(phase))
 
 
 @dataclass
@@ -193,11 +147,6 @@ class RunContext:
         """How the pretrained initialisation is named in reports."""
         return self.config.pretrain.init_label()
 
-    @property
-    def slices(self) -> bool:
-        """A 2-D encoder on volumes: every stage but evaluation works on axial slices."""
-        return self.config.data.modality == "volume" and self.config.encoder.spatial_dims == 2
-
     def row(self, stage: str, init: str, budget: str, metric: str, value: float) -> dict[str, Any]:
         return {
             "dataset": self.dataset_name,
@@ -220,24 +169,18 @@ class RunContext:
             return build_encoder(
                 name, spatial_dims=cfg.spatial_dims, in_channels=in_channels, **cfg.kwargs
             )
+        except ConfigError:
+            raise  # the encoder's Config already names the key
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"encoder.kwargs: {exc}") from None
 
     def dataset(
         self, indices: list[int], purpose: Purpose, kept: Mapping[str, Any] | None = None
     ) -> Dataset:
-        """The modality's dataset; slices of volumes for 2-D encoders, limited to the
+        """The modality's dataset (slices of volumes for 2-D encoders), limited to the
         kept-index of a reduction when `kept` is given."""
-        if self.slices:
-            return self.modality.dataset(  # type: ignore[call-arg]
-                self.prepared, indices, purpose, seed=self.config.seed, slices=True, kept=kept
-            )
-        if kept is not None:
-            raise ConfigError(
-                "stages: 'reduce' keeps slices, which only 2-D encoders train on; set "
-                "encoder.spatial_dims=2 or remove 'reduce' from stages"
-            )
-        return self.modality.dataset(self.prepared, indices, purpose, seed=self.config.seed)
+        extra = {} if kept is None else {"kept": kept}
+        return self.modality.dataset(self.prepared, indices, purpose, seed=self.config.seed, **extra)
 
     def loader(
         self,
@@ -245,48 +188,36 @@ class RunContext:
         purpose: Purpose,
         batch_size: int,
         *,
-        distributed_shuffle: bool = False,
         samples: int | None = None,
         seed: int | None = None,
-        kept: Mapping[str, Any] | None = None,
     ) -> DataLoader:
-        """A loader over `indices`. `distributed_shuffle`: each rank takes its share of one
-        seeded permutation (the same global batches for any world size); `samples`: draw that
-        many items with replacement (fine-tuning on a handful of labelled volumes); `seed`:
-        the draw's seed (default: the run's)."""
-        ds = self.dataset(indices, purpose, kept)
-        generator = torch.Generator().manual_seed(self.config.seed if seed is None else seed)
-        sampler: Any = None
-        if distributed_shuffle:
-            rank, world = launch_world()
-            if batch_size % world:
-                raise ConfigError(
-                    f"pretrain.batch_size {batch_size} is the global batch and must be divisible "
-                    f"by the number of processes ({world})"
-                )
-            batch_size //= world
-            sampler = DistributedSampler(
-                ds, num_replicas=world, rank=rank, shuffle=True, seed=self.config.seed,
-                drop_last=True,
-            )
-            if len(sampler) < batch_size:
-                raise ConfigError(
-                    f"pretrain.batch_size: {batch_size * world} is larger than the "
-                    f"{len(ds)} pretraining items; lower it"
-                )
-        elif samples is not None:
-            sampler = RandomSampler(ds, replacement=True, num_samples=samples, generator=generator)
-        workers = self.config.data.num_workers
-        return DataLoader(
-            ds,
-            batch_size=batch_size,
-            sampler=sampler,
-            shuffle=False,
-            drop_last=distributed_shuffle,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            collate_fn=self.modality.collate,
+        """A loader over `indices` in order, or with `samples` that many items drawn with
+        replacement (fine-tuning on a handful of labelled volumes) by `seed` (default: the
+        run's)."""
+        return item_loader(
+            self.dataset(indices, purpose),
+            batch_size,
+            self.modality.collate,
+            samples=samples,
+            seed=self.config.seed if seed is None else seed,
+            num_workers=self.config.data.num_workers,
         )
+
+    def pretrain_loader(self, method: str, spec: BatchSpec, batch_size: int) -> Any:
+        """Global batches of `batch_size` training items split over the processes, drawn by
+        the modality in the grouping `spec` names (kept slices only when the run reduces)."""
+        rank, world = launch_world()
+        request = LoaderRequest(
+            method=method,
+            spec=spec,
+            batch_size=batch_size,
+            seed=self.config.seed,
+            rank=rank,
+            world=world,
+            num_workers=self.config.data.num_workers,
+            kept=self.kept_index(),
+        )
+        return self.modality.pretrain_loader(self.prepared, self.records, self.train, request)
 
     def kept_index(self) -> dict[str, list[int]] | None:
         """The kept-index the `reduce` stage wrote, when this run reduces its data."""

@@ -12,6 +12,7 @@ from medssl.pipelines import presets
 from medssl.pipelines.report import results_table
 from medssl.pipelines.runner import run_config
 from medssl.platform.config import load_config
+from medssl.platform.io import atomic_write
 
 DEMO_PRESET = "demo-phantoms"
 
@@ -21,7 +22,7 @@ def demo(
 ) -> dict[str, Any]:
     """Generate the phantom cohort under `out/data` (once), run the demo pipeline in `out`,
     and print the Dice table. Returns the report."""
-    from medssl.modalities.volume.phantoms import write_cohort
+    from medssl.synthetic import write_cohort
 
     run_dir = Path(out)
     manifest = run_dir / "data" / "manifest.csv"
@@ -50,8 +51,8 @@ def write_phantom_dataset(
     (by absolute path, one subject each) without a mask. Returns the manifest."""
     import csv
 
-    from medssl.modalities.volume.phantoms import write_cohort
     from medssl.platform.errors import ConfigError
+    from medssl.synthetic import write_cohort
 
     extra = [Path(p).resolve() for p in unlabelled]
     missing = [str(p) for p in extra if not p.exists()]
@@ -66,11 +67,13 @@ def write_phantom_dataset(
         rows = list(csv.DictReader(manifest.open()))
         rows += [{"subject_id": f"unlabelled_{k:03d}", "image": str(p), "label": ""}
                  for k, p in enumerate(extra)]
-        tmp = manifest.with_name(".manifest.csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["subject_id", "image", "label"])
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(manifest)
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=["subject_id", "image", "label"])
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(manifest, write)
     return manifest
 

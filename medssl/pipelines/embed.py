@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 
 import medssl.modalities  # noqa: F401  (registers the adapters)
-from medssl.pipelines.runner import refuse_problems
+from medssl.pipelines.prepare import refuse_problems
 from medssl.platform.checkpoint import load_model
 from medssl.platform.encoders import encoder_from_architecture
 from medssl.platform.errors import CheckpointError
+from medssl.platform.io import atomic_write
 from medssl.platform.registry import MODALITIES
 
 
@@ -44,14 +45,16 @@ def embed(checkpoint: str | Path, data: str | Path, out: str | Path) -> Path:
     loader = DataLoader(ds, batch_size=8, shuffle=False, collate_fn=modality.collate)
     features, _, _ = extract_features(encoder, loader)
     target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.tmp.npz")
-    np.savez(
-        tmp,
-        features=features,
-        subject_id=np.array([r.subject_id for r in records]),
-        image=np.array([r.image for r in records]),
-    )
-    os.replace(tmp, target)
+    columns = {
+        "features": features,
+        "subject_id": np.array([r.subject_id for r in records]),
+        "image": np.array([r.image for r in records]),
+    }
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: numpy adds no `.npz` to the name
+            np.savez(f, **columns)
+
+    atomic_write(target, write)
     print(f"{target}: {features.shape[0]} embeddings of dimension {features.shape[1]}")
     return target

@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from medssl.pipelines.context import RunContext, atomic_write_text
+from medssl.pipelines.context import RunContext
 from medssl.pipelines.splits import budget_label, label_subset, split_validation
 from medssl.pipelines.stages import (
     base_card,
@@ -32,6 +32,7 @@ from medssl.pipelines.tasks.pretrained import selected_parameter_names
 from medssl.platform.checkpoint import load_model, save_model
 from medssl.platform.engine.trainer import build_trainer, last_checkpoint
 from medssl.platform.errors import DataError
+from medssl.platform.io import atomic_write_json
 
 BEST = "best"  # sub-folder of a fine-tuning run holding the checkpoint picked on validation
 HOLDOUT_METRICS = "holdout_metrics.json"
@@ -197,7 +198,7 @@ def finetune(ctx: RunContext) -> None:
         encoder = ctx.build_encoder()
         model = task.build_model(encoder, classes, pretrained_state=state, keys=keys)
         # An epoch is a pass over the items served: slices for 2-D encoders on volumes.
-        items = len(ctx.dataset(run.train, task.purpose)) if ctx.slices else len(run.train)
+        items = len(ctx.dataset(run.train, task.purpose)) if ctx.modality.serves_parts else len(run.train)
         steps = cfg.max_steps or cfg.epochs * max(1, math.ceil(items / cfg.batch_size))
         loader = ctx.loader(
             run.train, task.purpose, cfg.batch_size, samples=steps * cfg.batch_size, seed=run.seed
@@ -262,7 +263,7 @@ def _holdout_metrics(ctx: RunContext, task: Any, classes: int, run: FinetuneRun)
     names = card.label_map or {}
     # The hold-out size is in the report header, not a metric.
     named = {named_metric(m, names): v for m, v in metrics.items() if m != "n"}
-    atomic_write_text(path, json.dumps(named, indent=1))
+    atomic_write_json(path, named)
     ctx.state.mark_done(f"evaluate:{run.folder.name}")
     return named
 

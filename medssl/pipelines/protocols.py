@@ -37,7 +37,7 @@ def svm_probe(
 def forecast_table(ctx: RunContext) -> ForecastWindows:
     """The run's forecasting table, split and normalised exactly as the adapter prepared it."""
     settings = getattr(ctx.modality.preprocessing, "forecasting", None)
-    if ctx.config.data.modality != "timeseries" or settings is None:
+    if settings is None:
         raise ConfigError(
             "probe.kinds: 'forecast' needs a forecasting table; set data.modality=timeseries "
             "and data.preprocessing.forecasting (e.g. {target: OT}), or drop 'forecast'"

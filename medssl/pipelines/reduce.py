@@ -16,13 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from medssl.modalities.base import Modality
 from medssl.pipelines.context import RunContext, build_modality
-from medssl.pipelines.runner import refuse_problems, validate_data
+from medssl.pipelines.prepare import refuse_problems, validate_data
 from medssl.platform.config import PipelineConfig
 from medssl.platform.engine.trainer import launch_world
 from medssl.platform.errors import ConfigError, DataError
+from medssl.platform.io import atomic_write_json, save_figure
 from medssl.platform.reduction import Reducer, build_reducer, write_kept_index
-from medssl.platform.reduction.kept_index import atomic_write_json, summarize
+from medssl.platform.reduction.kept_index import summarize
+from medssl.platform.registry import MODALITIES
 
 log = logging.getLogger("medssl")
 
@@ -33,35 +36,6 @@ SHARD_TIMEOUT_S = 4 * 3600.0
 
 
 # ----------------------------------------------------------------------------- slices
-
-
-def axial_slices(image: np.ndarray, orientation: str) -> tuple[torch.Tensor, int, list[int]]:
-    """The axial slices of one (X, Y, Z) volume whose voxel axes run along `orientation`.
-
-    Returns (slices (n, rows, cols), axis, positions): slices ordered from inferior to
-    superior, each shown as a radiologist reads an axial image (rows anterior -> posterior,
-    columns patient right -> left, as in a DICOM series), the voxel axis they run along, and
-    each slice's index along that axis.
-    """
-    codes = orientation.upper()
-    where = {c: i for i, c in enumerate(codes)}
-    axis = where.get("S", where.get("I"))
-    ap = where.get("A", where.get("P"))
-    lr = where.get("L", where.get("R"))
-    if axis is None or ap is None or lr is None:
-        raise DataError(f"orientation '{orientation}' lacks an S/I, A/P or L/R axis")
-    view = np.transpose(image, (axis, ap, lr))
-    flips = tuple(
-        d
-        for d, wrong in ((0, codes[axis] == "I"), (1, codes[ap] == "A"), (2, codes[lr] == "R"))
-        if wrong
-    )
-    # One writable copy (the prepared cache hands out read-only memory maps).
-    stack = torch.from_numpy(np.array(np.flip(view, flips) if flips else view, order="C"))
-    positions = list(range(stack.shape[0]))
-    if codes[axis] == "I":
-        positions.reverse()
-    return stack, axis, positions
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -86,19 +60,19 @@ def _progress(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
 
 
 def reduce_volumes(
+    modality: Modality,
     prepared: Any,
     indices: Sequence[int],
     reducer: Reducer,
     device: torch.device,
     progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """{Record.image: {"slices": N, "kept": [...], "axis": k}} for the prepared volumes
-    `indices` (first channel), each reduced on its own."""
+    """{Record.image: {"slices": N, "kept": [...], "axis": k}} for the prepared records
+    `indices` (their slices in physical order, from the modality), each reduced on its own."""
     out: dict[str, dict[str, Any]] = {}
     with _progress(len(indices), progress) as advance:
         for i in indices:
-            orientation = prepared.meta(i).get("orientation") or "RAS"
-            slices, axis, positions = axial_slices(prepared.image(i)[0], orientation)
+            slices, axis, positions = modality.slices_for_reduction(prepared, i)
             chosen = reducer.select(slices.to(device))
             kept = sorted(positions[j] for j in chosen)
             out[prepared.records[i].image] = {"slices": len(positions), "kept": kept, "axis": axis}
@@ -141,10 +115,10 @@ def build_config_reducer(config: PipelineConfig) -> Reducer:
             "compute yet; use dhash, ssim, mutual_information or every_nth here, or call "
             "medssl.platform.reduction.Embedding().select(embeddings) on your own"
         )
-    if config.data.modality != "volume":
+    if not MODALITIES.get(config.data.modality).reducible:
         raise ConfigError(
-            f"data.modality: reduction works on slices of volumes ('volume'), not "
-            f"'{config.data.modality}'; remove the reduce stage"
+            f"data.modality: reduction works on slices of volumes, which modality "
+            f"'{config.data.modality}' does not have; remove the reduce stage"
         )
     return reducer
 
@@ -202,10 +176,10 @@ def reduce_dataset(
     )
     prepared = modality.prepare(records, cache)
     return reduce_prepared(
+        modality,
         prepared,
         reducer,
         out,
-        modality.contract(),
         device=device,
         rank=rank,
         world=world,
@@ -215,10 +189,10 @@ def reduce_dataset(
 
 
 def reduce_prepared(
+    modality: Modality,
     prepared: Any,
     reducer: Reducer,
     out: Path,
-    contract: Mapping[str, Any],
     *,
     device: str | torch.device = "auto",
     rank: int | None = None,
@@ -234,9 +208,9 @@ def reduce_prepared(
     keys = [r.image for r in prepared.records]
     if len(set(keys)) != len(keys):
         raise DataError("the dataset lists an image twice; remove the duplicate rows")
-    job = fingerprint(reducer, keys, contract)
+    job = fingerprint(reducer, keys, modality.contract())
     mine = [i for i in range(len(keys)) if i % world == rank]
-    entries = reduce_volumes(prepared, mine, reducer, resolve_device(device), progress)
+    entries = reduce_volumes(modality, prepared, mine, reducer, resolve_device(device), progress)
     out.mkdir(parents=True, exist_ok=True)
     if world > 1:
         part = {"fingerprint": job, "rank": rank, "world": world, "volumes": entries}
@@ -254,7 +228,7 @@ def reduce_prepared(
         seconds=time.perf_counter() - started,
         extra={"fingerprint": job},
     )
-    plot_example(out / PLOT_FILE, document, prepared)
+    plot_example(out / PLOT_FILE, document, modality, prepared)
     return document["summary"]
 
 
@@ -306,10 +280,10 @@ def reduce_stage(ctx: RunContext) -> None:
         return
     reducer = build_config_reducer(ctx.config)
     summary = reduce_prepared(
+        ctx.modality,
         ctx.prepared,
         reducer,
         out,
-        ctx.modality.contract(),
         progress=ctx.config.trainer.progress_bar,
     )
     print(
@@ -323,7 +297,9 @@ def reduce_stage(ctx: RunContext) -> None:
 # ----------------------------------------------------------------------------- the plot
 
 
-def plot_example(path: Path, document: Mapping[str, Any], prepared: Any) -> None:
+def plot_example(
+    path: Path, document: Mapping[str, Any], modality: Modality, prepared: Any
+) -> None:
     """Kept fraction per volume, and kept vs dropped slices of the volume with most slices."""
     import matplotlib
 
@@ -336,8 +312,7 @@ def plot_example(path: Path, document: Mapping[str, Any], prepared: Any) -> None
     fractions = [len(v["kept"]) / v["slices"] for v in volumes.values() if v["slices"]]
     key = max(sorted(volumes), key=lambda k: volumes[k]["slices"])
     index = next(i for i, r in enumerate(prepared.records) if r.image == key)
-    orientation = prepared.meta(index).get("orientation") or "RAS"
-    slices, _, positions = axial_slices(prepared.image(index)[0], orientation)
+    slices, _, positions = modality.slices_for_reduction(prepared, index)
     kept = set(volumes[key]["kept"])
     shown = _middle_run(len(positions), 12)
     fig = plt.figure(figsize=(12, 6.5), layout="constrained")
@@ -366,7 +341,7 @@ def plot_example(path: Path, document: Mapping[str, Any], prepared: Any) -> None
             side.set_linewidth(2.5)
         cell.set_xticks([])
         cell.set_yticks([])
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
 
 
@@ -377,4 +352,4 @@ def _middle_run(n: int, count: int) -> list[int]:
     return list(range(first, first + count))
 
 
-__all__ = ["KEPT_FILE", "axial_slices", "reduce_dataset", "reduce_prepared", "reduce_stage"]
+__all__ = ["KEPT_FILE", "reduce_dataset", "reduce_prepared", "reduce_stage"]

@@ -16,6 +16,7 @@ import torch
 
 from medssl.pipelines.splits import HOLDOUT_SPLITS
 from medssl.platform.engine.trainer import launch_world
+from medssl.platform.io import atomic_write_json, atomic_write_text, save_figure
 
 if TYPE_CHECKING:
     from medssl.pipelines.context import RunContext
@@ -47,7 +48,7 @@ def write_report(ctx: RunContext, *, seconds: float, write: bool = True) -> dict
         "split": "by the data's own train/test marks"
         if any((r.split or "").lower() in HOLDOUT_SPLITS for r in ctx.records)
         else "by subject",
-        **_work_done(ctx.run_dir),
+        **work_done(ctx.run_dir),
         "results": results,
     }
     if write and launch_world()[0] == 0:
@@ -65,13 +66,13 @@ def write_report(ctx: RunContext, *, seconds: float, write: bool = True) -> dict
         if (ctx.run_dir / "reduce" / "reduction.png").is_file():
             made.append("reduce/reduction.png")
         report["plots"] = made
-        (ctx.run_dir / "report.json").write_text(json.dumps(report, indent=1))
-        (ctx.run_dir / "report.md").write_text(markdown(report))
+        atomic_write_json(ctx.run_dir / "report.json", report)
+        atomic_write_text(ctx.run_dir / "report.md", markdown(report))
         print(results_table(results), flush=True)
     return report
 
 
-def _work_done(run_dir: Path) -> dict[str, Any]:
+def work_done(run_dir: Path) -> dict[str, Any]:
     """What the reduce and pretrain stages of this run did: kept slices, steps and seconds."""
     out: dict[str, Any] = {}
     kept = run_dir / "reduce" / "kept.json"
@@ -183,7 +184,7 @@ def plot_loss_curve(metrics_csv: Path | list[Path], target: Path) -> bool:
     ax.set_ylabel("pretraining loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(target, dpi=120)
+    save_figure(fig, target, dpi=120)
     plt.close(fig)
     return True
 
@@ -228,7 +229,7 @@ def plot_label_efficiency(results: list[dict[str, Any]], folder: Path) -> list[s
         ax.legend()
         fig.tight_layout()
         name = f"label_efficiency_{stage.replace('/', '_')}.png"
-        fig.savefig(folder / name, dpi=120)
+        save_figure(fig, folder / name, dpi=120)
         plt.close(fig)
         made.append(f"plots/{name}")
     return made
@@ -291,8 +292,8 @@ def write_collection_report(
         "results": results + dataset_averages(results, names),
     }
     if write and launch_world()[0] == 0:
-        (run_dir / "report.json").write_text(json.dumps(report, indent=1))
-        (run_dir / "report.md").write_text(collection_markdown(report))
+        atomic_write_json(run_dir / "report.json", report)
+        atomic_write_text(run_dir / "report.md", collection_markdown(report))
         print(collection_markdown(report), flush=True)
     return report
 

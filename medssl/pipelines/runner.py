@@ -10,24 +10,18 @@ from typing import Any
 
 import yaml
 
-from medssl.modalities.base import Problem
 from medssl.pipelines import finetune, stages
-from medssl.pipelines.context import (
-    RunContext,
-    RunState,
-    atomic_write_text,
-    build_modality,
-    check_compatibility,
-)
+from medssl.pipelines.prepare import prepare_context
+from medssl.pipelines.reduce import reduce_stage
 from medssl.pipelines.report import write_collection_report, write_report
-from medssl.pipelines.splits import split_holdout
 from medssl.platform.config import PipelineConfig, deep_merge, load_config, validate_config
 from medssl.platform.engine.trainer import launch_world
-from medssl.platform.errors import ConfigError, DataError
+from medssl.platform.io import atomic_write_text
 
 log = logging.getLogger("medssl")
 
 STAGE_FUNCTIONS = {
+    "reduce": reduce_stage,
     "pretrain": stages.pretrain,
     "probe": stages.probe,
     "finetune": finetune.finetune,
@@ -38,39 +32,6 @@ STAGE_FUNCTIONS = {
 def default_run_dir(config: PipelineConfig) -> Path:
     """`runs/<name>-<config hash>`: the same config reruns (and resumes) in the same folder."""
     return Path("runs") / f"{config.name}-{config.config_hash()}"
-
-
-def validate_data(config: PipelineConfig) -> list[Problem]:
-    """Every problem of the configured dataset, without writing anything."""
-    if not config.data.path:
-        raise ConfigError("data.path: no dataset given; set data.path=FOLDER_OR_MANIFEST")
-    if isinstance(config.data.path, list) or config.data.root:
-        modality = build_modality(config)
-        return [p for path in config.data.paths() for p in modality.validate(path)]
-    return build_modality(config).validate(config.data.path)
-
-
-def refuse_problems(path: str, problems: Sequence[Problem]) -> None:
-    if problems:
-        listing = "\n".join(str(p) for p in problems)
-        raise DataError(
-            f"{path}: {len(problems)} problem(s) found; fix them (or remove the files from the "
-            f"manifest) and run again:\n{listing}",
-            [str(p) for p in problems],
-        )
-
-
-def prepare_context(config: PipelineConfig, run_dir: Path) -> RunContext:
-    check_compatibility(config)
-    refuse_problems(str(config.data.path), validate_data(config))
-    modality = build_modality(config)
-    assert config.data.path is not None
-    records = modality.scan(config.data.path)
-    cache = Path(config.data.cache_dir) if config.data.cache_dir else run_dir.parent / ".cache"
-    prepared = modality.prepare(records, cache)
-    train, holdout = split_holdout(records, config.data.holdout_fraction, config.seed)
-    state = RunState.open(run_dir, config.config_hash())
-    return RunContext(config, run_dir, modality, records, prepared, train, holdout, state)
 
 
 def run_config(config: PipelineConfig, out: str | Path | None = None) -> dict[str, Any]:
@@ -102,11 +63,6 @@ def _run_dataset(config: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         if stage in STAGE_FUNCTIONS:
             print(f"== {stage} ==", flush=True)
             STAGE_FUNCTIONS[stage](ctx)
-        elif stage == "reduce":
-            from medssl.pipelines.reduce import reduce_stage
-
-            print("== reduce ==", flush=True)
-            reduce_stage(ctx)
     report = write_report(
         ctx, seconds=time.perf_counter() - started, write="report" in config.stages
     )

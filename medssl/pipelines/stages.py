@@ -15,18 +15,14 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from medssl.modalities.volume.slices import partition_slice_loader
 from medssl.pipelines import protocols
-from medssl.pipelines.context import RunContext, method_class, phase_folder, phase_key
+from medssl.pipelines.context import RunContext, method_settings, phase_folder
 from medssl.pipelines.splits import budget_label, label_subset
 from medssl.platform.checkpoint import load_model, require_contract, save_model
-from medssl.platform.config import validate_section
 from medssl.platform.encoders import Encoder, architecture_of
 from medssl.platform.engine.distributed import barrier
 from medssl.platform.engine.pretrain import PretrainModule
-from medssl.platform.engine.sampling import SubjectPairSampler
 from medssl.platform.engine.trainer import build_trainer, last_checkpoint, launch_world
 from medssl.platform.errors import CheckpointError, ConfigError, DataError
 from medssl.platform.evaluation.features import extract_features, pool_per_scan
@@ -36,7 +32,6 @@ from medssl.platform.evaluation.probes import (
     linear_probe,
     ridge_probe,
 )
-from medssl.platform.methods.participant import SUBJECT_PAIRS
 from medssl.platform.registry import TASKS
 
 log = logging.getLogger("medssl")
@@ -118,90 +113,13 @@ def _pretrain_card(
     return card
 
 
-def pretrain_loader(ctx: RunContext, requires: frozenset[str], batch_size: int) -> Any:
-    """Global batches of `batch_size` items split over the processes: volumes (or patches),
-    or for 2-D encoders slices, drawn as volumes x partitions when the method needs the
-    partition labels (one slice of each partition of each volume per batch)."""
-    kept = ctx.kept_index()
-    if SUBJECT_PAIRS in requires:
-        if kept is not None:
-            raise ConfigError(
-                "stages: 'reduce' keeps slices of volumes; participant-level contrast trains "
-                "on biosignal segments, remove 'reduce' from stages"
-            )
-        return subject_pair_loader(ctx, batch_size)
-    if not (ctx.slices and "partition" in requires):
-        return ctx.loader(ctx.train, "pretrain", batch_size, distributed_shuffle=True, kept=kept)
-    parts = ctx.modality.preprocessing.partitions  # type: ignore[attr-defined]
-    rank, world = launch_world()
-    if batch_size % (parts * world):
-        raise ConfigError(
-            f"pretrain.batch_size {batch_size}: a batch holds volumes x partitions slices, so it "
-            f"must be a multiple of data.preprocessing.partitions ({parts}) times the "
-            f"processes ({world})"
-        )
-    return partition_slice_loader(
-        ctx.prepared,
-        ctx.train,
-        volumes_per_batch=batch_size // parts // world,
-        partitions=parts,
-        seed=ctx.config.seed,
-        slice_size=ctx.modality.preprocessing.slice_size,  # type: ignore[attr-defined]
-        kept=kept,
-        num_workers=ctx.config.data.num_workers,
-        num_replicas=world,
-        rank=rank,
-    )
-
-
-def subject_pair_loader(ctx: RunContext, batch_size: int) -> Any:
-    """Batches of pairs of training items of one subject (participant-level contrast); a
-    plain shuffled loader, with a warning, when no subject has two items."""
-    subjects = [ctx.records[i].subject_id for i in ctx.train]
-    if len(set(subjects)) < 2:
-        raise ConfigError(
-            f"data.path: participant-level contrast needs at least 2 participants in training "
-            f"(found {len(set(subjects))}), since other participants are the negatives; add "
-            "participants or set pretrain.method.positives: segment"
-        )
-    rank, world = launch_world()
-    try:
-        sampler = SubjectPairSampler(
-            subjects, batch_size, seed=ctx.config.seed, num_replicas=world, rank=rank
-        )
-    except ValueError as exc:
-        if len(set(subjects)) < len(subjects):
-            raise ConfigError(f"pretrain.batch_size: {exc}") from None
-        log.warning(
-            "pretrain: no participant has two segments, so positives fall back to two "
-            "augmentations of each segment"
-        )
-        return ctx.loader(ctx.train, "pretrain", batch_size, distributed_shuffle=True)
-    left_out = len(subjects) - sampler.paired_items
-    log.info(
-        "pretrain: %d participants, %d segments in pairs%s",
-        len(set(subjects)),
-        sampler.paired_items,
-        f" ({left_out} of single-segment participants left out)" if left_out else "",
-    )
-    workers = ctx.config.data.num_workers
-    return DataLoader(
-        ctx.dataset(ctx.train, "pretrain"),
-        batch_sampler=sampler,
-        collate_fn=ctx.modality.collate,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-    )
-
-
 def _train_phase(ctx: RunContext, encoder: Encoder, phase: int, folder: Path) -> tuple[Any, int]:
     cfg = ctx.config.pretrain.phases()[phase]
-    cls = method_class(ctx.config, phase)
+    cls, settings = method_settings(ctx.config, phase)
     # Each phase seeds its own heads, so a resumed phase k starts as it did the first time.
     L.seed_everything(ctx.config.seed + phase, workers=True, verbose=False)
-    settings = {k: v for k, v in cfg.method.items() if k != "name"}  # type: ignore[attr-defined]
-    method = cls(encoder, validate_section(cls.Config, settings, f"{phase_key(phase)}"))
-    loader = pretrain_loader(ctx, method.batch_requirements(), cfg.batch_size)
+    method = cls(encoder, settings)
+    loader = ctx.pretrain_loader(cls.name, cls.batch_spec(method.config), cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * len(loader)
     epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps / len(loader))
     module = PretrainModule(
@@ -300,7 +218,7 @@ def _features(
     over each volume's slices."""
     loader = ctx.loader(indices, "classification", ctx.config.probe.batch_size)
     feats, labels, _ = extract_features(encoder, loader)
-    if not ctx.slices:
+    if not ctx.modality.serves_parts:
         return feats, labels
     return pool_per_scan(feats, labels, loader.dataset.volume_of_items())  # type: ignore[attr-defined]
 

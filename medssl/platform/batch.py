@@ -1,38 +1,122 @@
-"""The Batch contract: named tensors on one device, with fixed metadata names.
+"""The Batch contract: named tensors on one device, with registered metadata names, and the
+groupings a method can ask its batches to be drawn in.
 
-`x` is the input (B, C, *spatial or time). Every other key is one of `METADATA_FIELDS`
-(or `index`, the dataset position that seeds per-sample randomness).
+`x` is the input (B, C, *spatial or time). Every other key is a registered batch field
+(`register_field`); a method declares the fields it reads and the grouping it needs in a
+`BatchSpec`, and a modality's loaders build the groupings it supports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-#: Metadata names that methods may rely on. Adapters say which of these they provide.
-METADATA_FIELDS: frozenset[str] = frozenset(
-    {
-        "subject",  # participant / patient id (int64, one per sample)
-        "partition",  # slice-position bin inside a volume
-        "position",  # normalised slice or window position in [0, 1]
-        "spacing",  # physical voxel size (B, n_spatial), mm
-        "fs",  # sampling rate, Hz
-        "crop_box",  # view geometry, filled by augment: (B, 2 * n_spatial) start/stop in [0, 1]
-        "text",  # token ids
-        "text_mask",  # attention mask of `text`
-        "label",  # class label (B,) or target (B, k)
-        "mask",  # segmentation mask (B, 1, *spatial), int64 label map
-        "channels_present",  # (B, C) bool
-        "index",  # position of each sample in its dataset (int64); seeds keyed randomness
-    }
+_FIELDS: dict[str, str] = {}
+_GROUPINGS: dict[str, str] = {}
+
+
+def _register(table: dict[str, str], kind: str, name: str, description: str) -> str:
+    if not name.isidentifier():
+        raise ValueError(f"a {kind} needs a Python identifier as its name; got '{name}'")
+    known = table.get(name)
+    if known is not None and known != description:
+        raise ValueError(f"{kind} '{name}' is already registered as: {known}")
+    table[name] = description
+    return name
+
+
+def register_field(name: str, description: str) -> str:
+    """Add `name` to the batch fields a Batch accepts (metadata that methods may rely on),
+    with a one-line description; returns the name. Registering the same name twice with the
+    same description is harmless, with another one an error.
+
+    Example:
+        >>> register_field("subject", "participant / patient id (int64, one per sample)")
+        'subject'
+    """
+    if name == "x":
+        raise ValueError("'x' is the input of every Batch, not a field to register")
+    return _register(_FIELDS, "batch field", name, description)
+
+
+def batch_fields() -> dict[str, str]:
+    """Every registered batch field with its description."""
+    return dict(_FIELDS)
+
+
+def register_grouping(name: str, description: str) -> str:
+    """Add a way of drawing the items of a pretraining batch (see `BatchSpec`); returns the
+    name. A modality supports a grouping by building a loader for it (Modality.loaders)."""
+    return _register(_GROUPINGS, "grouping", name, description)
+
+
+def groupings() -> dict[str, str]:
+    """Every registered grouping with its description."""
+    return dict(_GROUPINGS)
+
+
+for _name, _description in {
+    "subject": "participant / patient id (int64, one per sample)",
+    "partition": "slice-position bin inside a volume (int64)",
+    "position": "normalised slice or window position in [0, 1]",
+    "spacing": "physical voxel size (B, n_spatial), mm",
+    "fs": "sampling rate, Hz",
+    "crop_box": "view geometry, filled by augment: (B, 2 * n_spatial) start/stop in [0, 1]",
+    "text": "token ids",
+    "text_mask": "attention mask of `text`",
+    "label": "class label (B,) or target (B, k)",
+    "mask": "segmentation mask (B, 1, *spatial), int64 label map",
+    "channels_present": "(B, C) bool",
+    "index": "position of each sample in its dataset (int64); seeds keyed randomness",
+}.items():
+    register_field(_name, _description)
+
+#: Independent items in a seeded shuffle: what most methods need.
+ITEMS = register_grouping("items", "independent items in a seeded shuffle")
+#: Rows 2k and 2k + 1 are two items of one subject (participant-level positives).
+SUBJECT_PAIRS = register_grouping(
+    "subject_pairs", "rows 2k and 2k + 1 are two different items of one subject"
 )
-ALLOWED_KEYS: frozenset[str] = METADATA_FIELDS | {"x"}
+#: m volumes x S slice-position partitions, one slice of each (Chaitanya et al. 2020).
+PARTITIONS = register_grouping(
+    "partitions", "m volumes x S slice-position partitions, one slice from each partition"
+)
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """What a configured method needs of its pretraining batches: the registered `grouping`
+    its items are drawn in and the metadata `fields` every batch must carry. Checked against
+    the modality before any data is read.
+
+    Example:
+        >>> BatchSpec(SUBJECT_PAIRS, frozenset({"index", "subject"})).grouping
+        'subject_pairs'
+    """
+
+    grouping: str = ITEMS
+    fields: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if self.grouping not in _GROUPINGS:
+            raise ValueError(
+                f"unknown grouping '{self.grouping}'; registered: {sorted(_GROUPINGS)} "
+                "(add one with medssl.platform.batch.register_grouping)"
+            )
+        unknown = set(self.fields) - set(_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"unknown batch field(s) {sorted(unknown)}; registered: {sorted(_FIELDS)} "
+                "(add one with medssl.platform.batch.register_field)"
+            )
+        object.__setattr__(self, "fields", frozenset(self.fields))
 
 
 class Batch(dict[str, torch.Tensor]):
-    """A dict of named tensors that checks its keys and shapes.
+    """A dict of named tensors that checks its keys (`x` and registered fields) and shapes.
 
     Example:
         >>> b = Batch(x=torch.zeros(2, 1, 8, 8, 8), subject=torch.tensor([0, 1]))
@@ -45,10 +129,11 @@ class Batch(dict[str, torch.Tensor]):
         merged.update(fields)
         if "x" not in merged:
             raise ValueError(f"a Batch needs an input tensor 'x'; got keys {sorted(merged)}")
-        unknown = set(merged) - ALLOWED_KEYS
+        unknown = set(merged) - set(_FIELDS) - {"x"}
         if unknown:
             raise ValueError(
-                f"unknown Batch field(s) {sorted(unknown)}; allowed: {sorted(ALLOWED_KEYS)}"
+                f"unknown Batch field(s) {sorted(unknown)}; registered: {sorted(_FIELDS)} "
+                "(add one with medssl.platform.batch.register_field)"
             )
         super().__init__({k: torch.as_tensor(v) for k, v in merged.items()})
         n = self["x"].shape[0]

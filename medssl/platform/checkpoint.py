@@ -9,9 +9,8 @@ import math
 import numbers
 import os
 import sys
-import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,17 +22,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from medssl.platform.errors import CheckpointError
+from medssl.platform.io import atomic_write, atomic_write_text
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model.json"
-RESUME_FORMAT = "medssl-resume/1"
-_FORMAT_KEY, _SKELETON_KEY, _SAVE_ID_KEY = "medssl.format", "medssl.skeleton", "medssl.save_id"
-_DTYPE_NAMES = (
-    "float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8",
-    "bool", "uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e5m2", "complex64",
-)  # fmt: skip
-_SAFE_DTYPES = frozenset(getattr(torch, n) for n in _DTYPE_NAMES if hasattr(torch, n))
+_SAVE_ID_KEY = "medssl.save_id"
 PathLike = str | os.PathLike[str]
 
 
@@ -91,33 +85,7 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write a hidden temporary file beside `path`, then rename it over `path`: a reader (or a
-    resumed run after SIGKILL) sees the old file or the new one, never a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a checkpoint is shared like any output
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # persist the rename itself; not possible on every platform
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def _safetensors_ready(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def safetensors_ready(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """safetensors refuses views, shared storage (tied weights) and non-contiguous tensors:
     give each such tensor its own contiguous copy."""
     ready: dict[str, torch.Tensor] = {}
@@ -133,7 +101,9 @@ def _safetensors_ready(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     return ready
 
 
-def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a safetensors file (never unpickles); a damaged file
+    raises CheckpointError naming it as `what`."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
@@ -176,10 +146,10 @@ def save_model(
         raise CheckpointError(
             f"state_dict for {folder} maps {bad[:3]} to non-tensors; pass module.state_dict()"
         )
-    tensors = _safetensors_ready(state_dict)
+    tensors = safetensors_ready(state_dict)
     meta = {"format": "pt", _SAVE_ID_KEY: str(model_card.save_id)}
-    _atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
-    _atomic_write(folder / CARD_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    atomic_write_text(folder / CARD_FILE, text)
 
 
 def load_model(folder: PathLike) -> tuple[dict[str, torch.Tensor], ModelCard]:
@@ -214,7 +184,7 @@ def load_model(folder: PathLike) -> tuple[dict[str, torch.Tensor], ModelCard]:
         raise CheckpointError(
             f"model card {card_path} is invalid: {_first_problem(err)}; fix it or re-save the model"
         ) from err
-    tensors, metadata = _read_safetensors(weights, "weights file")
+    tensors, metadata = read_safetensors(weights, "weights file")
     saved_id = metadata.get(_SAVE_ID_KEY)
     if saved_id and model_card.save_id and saved_id != model_card.save_id:
         raise CheckpointError(

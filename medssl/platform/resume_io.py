@@ -16,18 +16,17 @@ import torch
 from lightning.pytorch.plugins.io import CheckpointIO
 from safetensors.torch import save_file
 
-from medssl.platform.checkpoint import (
-    _FORMAT_KEY,
-    _SAFE_DTYPES,
-    _SKELETON_KEY,
-    RESUME_FORMAT,
-    PathLike,
-    _atomic_write,
-    _read_safetensors,
-    _safetensors_ready,
-)
+from medssl.platform.checkpoint import PathLike, read_safetensors, safetensors_ready
 from medssl.platform.errors import CheckpointError
+from medssl.platform.io import atomic_write
 
+RESUME_FORMAT = "medssl-resume/1"
+_FORMAT_KEY, _SKELETON_KEY = "medssl.format", "medssl.skeleton"
+_DTYPE_NAMES = (
+    "float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8",
+    "bool", "uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e5m2", "complex64",
+)  # fmt: skip
+_SAFE_DTYPES = frozenset(getattr(torch, n) for n in _DTYPE_NAMES if hasattr(torch, n))
 _ALLOWED = "dict, list, tuple, None, bool, int, float, str, bytes, tensors and numpy arrays/scalars"
 
 
@@ -197,9 +196,9 @@ def save_resume_state(state: Mapping[str, Any], path: PathLike) -> None:
         raise CheckpointError(f"resume state must be a dict, got {type(state).__name__}")
     writer = _TreeWriter()
     skeleton = json.dumps(writer.encode(state, ""), separators=(",", ":"), allow_nan=False)
-    tensors = _safetensors_ready(writer.tensors)
+    tensors = safetensors_ready(writer.tensors)
     meta = {"format": "pt", _FORMAT_KEY: RESUME_FORMAT, _SKELETON_KEY: skeleton}
-    _atomic_write(_local_path(path), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    atomic_write(_local_path(path), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def load_resume_state(path: PathLike, map_location: Any = None) -> dict[str, Any]:
@@ -210,7 +209,7 @@ def load_resume_state(path: PathLike, map_location: Any = None) -> dict[str, Any
             f"resume checkpoint {file} does not exist; pass the path of a .ckpt file that "
             "SafeCheckpointIO wrote, or start without ckpt_path"
         )
-    tensors, metadata = _read_safetensors(file, "resume checkpoint")
+    tensors, metadata = read_safetensors(file, "resume checkpoint")
     if metadata.get(_FORMAT_KEY) != RESUME_FORMAT or _SKELETON_KEY not in metadata:
         raise CheckpointError(
             f"{file} is not a medssl resume checkpoint (format {metadata.get(_FORMAT_KEY)!r}, "

@@ -56,3 +56,24 @@ def test_time_series_example_runs_as_written(tmp_path: Path, medssl_cli) -> None
     assert accuracy == {"ts2vec", "random"}
     with np.load(tmp_path / "waves-features.npz") as features:
         assert features["features"].shape == (80, 16)
+
+
+def test_extension_example_and_error_message_hold() -> None:
+    section = _section("## 6. Adding a method or a modality")
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert blocks, "the section has no python example"
+    done = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "'visit'" in done.stdout and "'partition'" in done.stdout
+
+    from medssl.pipelines.context import check_compatibility
+    from medssl.platform.config import load_config
+    from medssl.platform.errors import CompatibilityError
+
+    quoted = re.search(r"`(pretrain\.method\.name: method 'participant'.*?)`", section, re.S)
+    assert quoted is not None, "the section no longer quotes the refusal"
+    config = load_config(None, ["data.path=x", "data.modality=timeseries",
+                                "pretrain.method={name: participant}", "encoder.spatial_dims=1"])
+    with pytest.raises(CompatibilityError) as info:
+        check_compatibility(config)
+    assert str(info.value) == " ".join(quoted.group(1).split())

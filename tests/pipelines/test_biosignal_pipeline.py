@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medssl.pipelines.prepare import prepare_context
 from medssl.pipelines.presets import resolve
-from medssl.pipelines.runner import prepare_context, run_config
-from medssl.pipelines.stages import pretrain_loader
+from medssl.pipelines.runner import run_config
+from medssl.platform.batch import SUBJECT_PAIRS, BatchSpec
 from medssl.platform.config import load_config
 
 pytestmark = pytest.mark.integration
@@ -43,7 +44,8 @@ def test_pair_batches_hold_two_training_segments_of_one_participant(
 ) -> None:
     config = _config(shared_data, tmp_path)
     ctx = prepare_context(config, tmp_path / "run")
-    loader = pretrain_loader(ctx, frozenset({"index", "subject", "subject_pairs"}), 16)
+    spec = BatchSpec(SUBJECT_PAIRS, frozenset({"index", "subject"}))
+    loader = ctx.pretrain_loader("participant", spec, 16)
     train = set(ctx.train)
     for k, batch in zip(range(3), loader, strict=False):
         subject, index = batch["subject"], batch["index"]

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 import yaml
 
-from medssl.modalities.volume.phantoms import (
+from medssl.synthetic import (
     generate_phantom,
     write_cohort,
     write_dicom_series,

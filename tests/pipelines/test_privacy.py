@@ -10,9 +10,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from medssl.modalities.volume.phantoms import PATIENT_NAME, write_cohort
 from medssl.pipelines.runner import run_config
 from medssl.platform.config import PipelineConfig, load_config
+from medssl.synthetic import PATIENT_NAME, write_cohort
 
 pytestmark = pytest.mark.slow
 

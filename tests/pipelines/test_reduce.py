@@ -1,4 +1,4 @@
-"""Tests of dataset reduction as a pipeline step: slice orientation, `reduce_dataset` on a
+"""Tests of dataset reduction as a pipeline step: `reduce_dataset` on a
 phantom cohort (kept.json, plot, independence from file names and order, sharding by rank),
 the `reduce` stage of a run, and the `medssl reduce` command."""
 
@@ -12,16 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from medssl.modalities.volume.phantoms import write_cohort
-from medssl.pipelines.reduce import axial_slices, reduce_dataset
+from medssl.pipelines.reduce import reduce_dataset
 from medssl.pipelines.runner import run_config
 from medssl.platform.config import PipelineConfig
 from medssl.platform.errors import ConfigError
 from medssl.platform.reduction import load_kept_index, read_kept_index
+from medssl.synthetic import write_cohort
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,39 +40,6 @@ def _config(data: Path, tmp: Path, **reduce: object) -> PipelineConfig:
             "stages": ["reduce"],
         }
     )
-
-
-# ----------------------------------------------------------------------------- orientation
-
-
-def _coords(shape: tuple[int, int, int]) -> np.ndarray:
-    x, y, z = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
-    return (100 * x + 10 * y + z).astype(np.float32)
-
-
-def test_axial_slices_of_ras_show_anterior_up_and_patient_right_left() -> None:
-    image = _coords((4, 3, 5))  # x -> Right, y -> Anterior, z -> Superior
-    slices, axis, positions = axial_slices(image, "RAS")
-    assert axis == 2 and positions == [0, 1, 2, 3, 4] and slices.shape == (5, 3, 4)
-    for j in range(5):
-        for r in range(3):
-            for c in range(4):
-                assert slices[j, r, c] == image[3 - c, 2 - r, j]
-
-
-def test_the_same_body_in_lps_or_lpi_gives_the_same_slices() -> None:
-    ras = _coords((4, 3, 5))
-    expected, _, _ = axial_slices(ras, "RAS")
-    lps = np.ascontiguousarray(ras[::-1, ::-1, :])
-    slices, _, positions = axial_slices(lps, "LPS")
-    assert torch.equal(slices, expected) and positions == [0, 1, 2, 3, 4]
-    lpi = np.ascontiguousarray(lps[:, :, ::-1])
-    slices, axis, positions = axial_slices(lpi, "LPI")
-    assert torch.equal(slices, expected)
-    assert axis == 2 and positions == [4, 3, 2, 1, 0]  # index along the axis, inferior first
-    sra = np.ascontiguousarray(np.transpose(ras, (2, 0, 1)))
-    slices, axis, _ = axial_slices(sra, "SRA")
-    assert torch.equal(slices, expected) and axis == 0
 
 
 # ----------------------------------------------------------------------------- reduce_dataset

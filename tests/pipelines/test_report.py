@@ -179,14 +179,14 @@ def test_repeated_runs_show_mean_and_spread() -> None:
 
 
 def test_report_records_reduction_and_pretraining_work(tmp_path: Path) -> None:
-    from medssl.pipelines.report import _work_done, markdown
+    from medssl.pipelines.report import markdown, work_done
 
     (tmp_path / "reduce").mkdir()
     (tmp_path / "pretrain").mkdir()
     summary = {"volumes": 2, "slices_in": 40, "slices_kept": 10, "ratio": 0.25, "seconds": 1.5}
     (tmp_path / "reduce" / "kept.json").write_text(json.dumps({"summary": summary}))
     (tmp_path / "pretrain" / "model.json").write_text(json.dumps({"steps": 30, "seconds": 12.5}))
-    work = _work_done(tmp_path)
+    work = work_done(tmp_path)
     assert work == {"reduction": summary, "pretraining": {"steps": 30, "seconds": 12.5}}
     report = {"name": "r", "dataset": "d", "method": "m", "subjects": {"train": 1, "holdout": 1},
               "device": "cpu", "seconds": 1, "config_hash": "h", "results": [], **work}

@@ -63,7 +63,7 @@ def test_compare_writes_one_report(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five labelled CT phantoms and one unlabelled scan (a sixth phantom without its mask)."""
-    from medssl.modalities.volume.phantoms import write_cohort
+    from medssl.synthetic import write_cohort
 
     root = tmp_path_factory.mktemp("cohort")
     manifest = write_cohort(root, n_subjects=6, seed=2, dicom_subjects=0)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from medssl.pipelines import protocols
-from medssl.pipelines.context import method_class
+from medssl.pipelines.context import method_settings
+from medssl.pipelines.prepare import prepare_context
 from medssl.pipelines.presets import resolve
-from medssl.pipelines.runner import prepare_context, run_config
-from medssl.pipelines.stages import pretrain_loader
+from medssl.pipelines.runner import run_config
 from medssl.platform.config import PipelineConfig, load_config
 
 TINY = [
@@ -211,7 +211,8 @@ def test_forecast_pretraining_items_come_from_training_rows_only(
 
     # Every item the pretraining loader serves, padding removed, in order of its first row.
     items = []
-    for batch in pretrain_loader(ctx, method_class(config).requires, batch_size=1):
+    cls, settings = method_settings(config)
+    for batch in ctx.pretrain_loader(cls.name, cls.batch_spec(settings), batch_size=1):
         x = np.asarray(batch["x"])[0]
         items.append(x[:, ~np.isnan(x).all(axis=0)])
     items.sort(key=lambda a: np.flatnonzero((windows.inputs.T == a[:, :1]).all(axis=0))[0])

@@ -3,11 +3,10 @@ segments with participants and beat labels, and the "biosignal" adapter.
 The record layer (signal, readers, filters, quality, validate) knows nothing of training.
 """
 
-from medssl.modalities.biosignal.adapter import (
+from medssl.modalities.biosignal.adapter import BiosignalModality, SegmentDataset
+from medssl.modalities.biosignal.preprocessing import (
     BeatLabels,
-    BiosignalModality,
     BiosignalPreprocessing,
-    SegmentDataset,
     SourceSettings,
 )
 from medssl.modalities.biosignal.readers import ReadOptions, find_records, read_info, read_signal

@@ -4,18 +4,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from medssl.modalities.base import Record, content_key, write_cache_folder
 from medssl.modalities.biosignal.filters import zscore
+from medssl.modalities.biosignal.preprocessing import BiosignalPreprocessing, Cleaned
 from medssl.platform.errors import DataError
-
-if TYPE_CHECKING:
-    from medssl.modalities.biosignal.adapter import BiosignalModality
 
 CACHE_VERSION = 1
 
@@ -53,7 +51,12 @@ class PreparedWindows:
         return int(self.values.shape[1])
 
 
-def windows_key(records: Sequence[Record], preprocessing: Any) -> str:
+#: A record's cleaned signal from its source path and reading overrides (None: it lacks the
+#: chosen leads); `BiosignalModality.clean` is one.
+CleanRecord = Callable[[str, Sequence[tuple[str, float]]], Cleaned | None]
+
+
+def windows_key(records: Sequence[Record], preprocessing: BiosignalPreprocessing) -> str:
     """sha256 of what the prepared segments depend on: the preprocessing, each segment's
     record, start, label, split, participant and reading settings, and size / mtime of every
     file of each record (a WFDB header's signal and annotation files too)."""
@@ -74,23 +77,26 @@ def windows_key(records: Sequence[Record], preprocessing: Any) -> str:
 
 
 def prepare_windows(
-    records: Sequence[Record], cache_dir: str | Path, modality: BiosignalModality
+    records: Sequence[Record],
+    cache_dir: str | Path,
+    preprocessing: BiosignalPreprocessing,
+    clean: CleanRecord,
 ) -> PreparedWindows:
-    """Cut and normalise the records' segments once; later calls with the same records, files
-    and preprocessing reopen the cache."""
+    """Cut and normalise the records' segments once, from the records `clean` returns;
+    later calls with the same records, files and preprocessing reopen the cache."""
     if not records:
         raise ValueError("prepare_windows needs at least one record")
-    p = modality.preprocessing
+    p = preprocessing
     root = Path(cache_dir) / f"biosignal-{windows_key(records, p)[:16]}"
     if (root / "meta.json").exists():
         return PreparedWindows(records, root)
     length = p.window
-    first = modality.clean(records[0].extra["source"], records[0].extra.get("reading", ()))
+    first = clean(records[0].extra["source"], records[0].extra.get("reading", ()))
     assert first is not None
     values = np.empty((len(records), first.values.shape[0], length), dtype=np.float32)
     leads, units = first.leads, first.units
     for k, record in enumerate(records):
-        cleaned = modality.clean(record.extra["source"], record.extra.get("reading", ()))
+        cleaned = clean(record.extra["source"], record.extra.get("reading", ()))
         assert cleaned is not None
         # Named leads may come under other names (II or MLII); all channels must match.
         served = [x.lower() for x in cleaned.leads]

@@ -12,14 +12,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch.utils.data import Dataset
 
 from medssl.modalities.base import Modality, Problem, Purpose, Record
+from medssl.modalities.loaders import LoaderBuilder, LoaderRequest
 from medssl.modalities.volume.cache import prepare_volumes
 from medssl.modalities.volume.dataset import VolumeDataset
 from medssl.modalities.volume.geometry import check_axis_codes
 from medssl.modalities.volume.manifest import scan_records
 from medssl.modalities.volume.prepared import PreparedVolumes
-from medssl.modalities.volume.slices import SliceDataset
+from medssl.modalities.volume.slices import SliceDataset, axial_slices, partition_slice_loader
 from medssl.modalities.volume.validate import validate_dataset
+from medssl.platform.batch import ITEMS, PARTITIONS, SUBJECT_PAIRS
+from medssl.platform.errors import ConfigError
 from medssl.platform.registry import MODALITIES
+
+#: Batch fields volumes serve only as slices (2-D encoders).
+SLICE_FIELDS = frozenset({"partition", "position"})
 
 
 class VolumePreprocessing(BaseModel):
@@ -104,8 +110,61 @@ class VolumeModality(Modality):
     )
     default_encoder: ClassVar[str] = "unet"
     Preprocessing: ClassVar[type[BaseModel]] = VolumePreprocessing
+    groupings: ClassVar[frozenset[str]] = frozenset({ITEMS, SUBJECT_PAIRS, PARTITIONS})
+    reducible: ClassVar[bool] = True
 
     preprocessing: VolumePreprocessing
+
+    @property
+    def serves_parts(self) -> bool:
+        """A 2-D encoder on volumes: every stage but evaluation works on axial slices."""
+        return self.encoder_dims == 2
+
+    def provided_fields(self) -> frozenset[str]:
+        return self.provides if self.serves_parts else self.provides - SLICE_FIELDS
+
+    def loaders(self) -> Mapping[str, LoaderBuilder]:
+        builders = dict(super().loaders())
+        if self.serves_parts:
+            builders[PARTITIONS] = _partition_batches
+        return builders
+
+    def withheld_hint(self, fields: frozenset[str], grouping: str) -> str | None:
+        if not self.serves_parts and (
+            (fields and fields <= SLICE_FIELDS) or (not fields and grouping == PARTITIONS)
+        ):
+            return (
+                "volumes provide those only as slices; set encoder.spatial_dims=2 (and "
+                "data.preprocessing.slice_size)"
+            )
+        return None
+
+    def check_run(self, stages: Sequence[str]) -> None:
+        """Settings a 2-D encoder on volumes needs, and the stages that need one."""
+        if {"reduce", "pretrain"} <= set(stages) and not self.serves_parts:
+            raise ConfigError(
+                "stages: 'reduce' keeps slices, which only 2-D encoders pretrain on; set "
+                "encoder.spatial_dims=2 or remove 'reduce' from stages"
+            )
+        if not self.serves_parts:
+            return
+        prep = self.preprocessing
+        if prep.slice_size is None:
+            raise ConfigError(
+                "data.preprocessing.slice_size: a 2-D encoder on volumes trains on axial "
+                "slices, which must share a size to be batched; set it, e.g. [128, 128]"
+            )
+        if prep.orientation[-1:] not in ("S", "I"):
+            raise ConfigError(
+                f"data.preprocessing.orientation: '{prep.orientation}' does not put the "
+                "inferior-superior axis last, so the last axis would not give axial slices; "
+                "use RAS or LPS"
+            )
+
+    def slices_for_reduction(self, prepared: Any, index: int) -> tuple[Any, int, list[int]]:
+        """The axial slices of prepared volume `index` (first channel), inferior to superior."""
+        orientation = prepared.meta(index).get("orientation") or "RAS"
+        return axial_slices(prepared.image(index)[0], orientation)
 
     def scan(self, path: str | Path) -> list[Record]:
         return scan_records(path)
@@ -123,12 +182,15 @@ class VolumeModality(Modality):
         purpose: Purpose,
         seed: int = 0,
         *,
-        slices: bool = False,
+        slices: bool | None = None,
         kept: Mapping[str, Sequence[int]] | None = None,
     ) -> Dataset:
         """Volumes (3-D encoders), or with `slices` their axial slices (2-D encoders), for
-        every purpose but "evaluate", which always serves whole volumes. `kept` (slices only):
-        a dataset-reduction kept-index, Record.image -> slice positions to serve."""
+        every purpose but "evaluate", which always serves whole volumes. `slices` defaults to
+        `serves_parts`. `kept` (slices only): a dataset-reduction kept-index, Record.image ->
+        slice positions to serve."""
+        if slices is None:
+            slices = self.serves_parts
         if slices and purpose != "evaluate":
             return SliceDataset(
                 prepared,
@@ -139,7 +201,10 @@ class VolumeModality(Modality):
                 with_mask=purpose == "segmentation",
             )
         if kept is not None:
-            raise ValueError("a kept-index selects slices; it needs slices=True")
+            raise ConfigError(
+                "stages: 'reduce' keeps slices, which only 2-D encoders train on; set "
+                "encoder.spatial_dims=2 or remove 'reduce' from stages"
+            )
         return VolumeDataset(
             prepared,
             indices,
@@ -153,3 +218,34 @@ class VolumeModality(Modality):
         contract = self.preprocessing.model_dump(mode="json")
         contract["channels"] = ["image"]
         return contract
+
+
+def _partition_batches(
+    modality: Modality,
+    prepared: Any,
+    records: Sequence[Record],
+    indices: Sequence[int],
+    request: LoaderRequest,
+) -> Any:
+    """The `partitions` grouping: each global batch holds m volumes x S partitions slices,
+    one slice of each partition of each volume (Chaitanya et al. 2020)."""
+    prep = modality.preprocessing
+    parts = prep.partitions  # type: ignore[attr-defined]
+    if request.batch_size % (parts * request.world):
+        raise ConfigError(
+            f"pretrain.batch_size {request.batch_size}: a batch holds volumes x partitions "
+            f"slices, so it must be a multiple of data.preprocessing.partitions ({parts}) times "
+            f"the processes ({request.world})"
+        )
+    return partition_slice_loader(
+        prepared,
+        indices,
+        volumes_per_batch=request.batch_size // parts // request.world,
+        partitions=parts,
+        seed=request.seed,
+        slice_size=prep.slice_size,  # type: ignore[attr-defined]
+        kept=request.kept,
+        num_workers=request.num_workers,
+        num_replicas=request.world,
+        rank=request.rank,
+    )

@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,13 +20,14 @@ from medssl.modalities.volume.intensity import UINT8_SCALE, normalise
 from medssl.modalities.volume.prepared import PreparedVolumes
 from medssl.modalities.volume.readers import (
     NPZ_ARRAYS,
-    Volume,
     npz_layout,
     read_volume,
     split_npz_ref,
     stat_fingerprint,
 )
+from medssl.modalities.volume.volume import Volume
 from medssl.platform.errors import DataError
+from medssl.platform.io import atomic_write, atomic_write_json, atomic_write_npy
 
 CACHE_VERSION = 1
 _PROGRESS_MIN_ITEMS = 4  # fewer entries than this build without a progress bar
@@ -85,7 +84,7 @@ def prepare_volumes(
     root.mkdir(parents=True, exist_ok=True)
     config_file = root / "config.json"
     if not config_file.exists():
-        _atomic_json(config_file, preprocessing.model_dump(mode="json"))
+        atomic_write_json(config_file, preprocessing.model_dump(mode="json"), sort_keys=True)
     read = reader or read_volume
     entries: list[dict[str, Any] | None] = [None] * len(records)
     todo: list[tuple[int, str]] = []
@@ -117,9 +116,10 @@ def prepare_volumes(
         for e, r in zip(entries, records, strict=True)
     ]
     names = hashlib.sha256(json.dumps([e["key"] for e in index]).encode()).hexdigest()[:16]
-    _atomic_json(
+    atomic_write_json(
         root / f"index-{names}.json",
         {"config": preprocessing.model_dump(mode="json"), "items": index},
+        sort_keys=True,
     )
     return PreparedVolumes(records, index, root)
 
@@ -168,12 +168,12 @@ def _build_entry(
         problems=list(image.meta.get("problems", [])),
         fill=float(image_out.array.min()) if image_out.array.size else 0.0,
     )
-    _atomic_npy(root / entry["image_file"], image_out.channels_first.astype(np.float32))
+    atomic_write_npy(root / entry["image_file"], image_out.channels_first.astype(np.float32))
     if mask is not None:
         mask_out = preprocess(mask, cfg, is_mask=True).channels_first
         entry.update(mask_file=f"{key}.mask.npy", mask_source=record.mask)
-        _atomic_npy(root / entry["mask_file"], _as_label_map(mask_out, record.mask))
-    _atomic_json(root / f"{key}.json", entry)
+        atomic_write_npy(root / entry["mask_file"], _as_label_map(mask_out, record.mask))
+    atomic_write_json(root / f"{key}.json", entry, sort_keys=True)
     return entry
 
 
@@ -237,17 +237,18 @@ def _build_npz(root: Path, key: str, npz_file: str, cfg: Any) -> None:
         if as_is:
             # Geometry is untouched, so the 8-bit codes are kept and scaled when read.
             entry["scale"] = UINT8_SCALE
-            _atomic_npy(root / name, np.ascontiguousarray(images))
+            atomic_write_npy(root / name, np.ascontiguousarray(images))
         else:
             _write_npz_processed(root / name, images, cfg, first.channels_first.shape)
         splits.append({"split": split, "n": int(len(images)), "offset": offset, "entry": entry})
         offset += len(images)
-    _atomic_json(root / f"{key}.json", {"splits": splits, "source": str(npz_file)})
+    atomic_write_json(
+        root / f"{key}.json", {"splits": splits, "source": str(npz_file)}, sort_keys=True
+    )
 
 
 def _write_npz_processed(path: Path, images: np.ndarray, cfg: Any, shape: tuple[int, ...]) -> None:
-    tmp = _tmp_name(path)
-    try:
+    def write(tmp: Path) -> None:
         out = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.float32, shape=(len(images), *shape)
         )
@@ -258,9 +259,8 @@ def _write_npz_processed(path: Path, images: np.ndarray, cfg: Any, shape: tuple[
                 advance()
         out.flush()
         del out
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(path, write)
 
 
 def _geometry(volume: Volume, key: str) -> dict[str, Any]:
@@ -288,29 +288,6 @@ def _as_label_map(mask: np.ndarray, path: str) -> np.ndarray:
 def _source_dtype(volume: Volume) -> str | None:
     meta = volume.meta
     return "uint8" if meta.get("dtype") == "uint8" and meta.get("format", "npz") == "npz" else None
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npy")
-
-
-def _atomic_npy(path: Path, array: np.ndarray) -> None:
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class _ProgressBar:

@@ -58,7 +58,7 @@ class VolumeDataset(Dataset):
         self._draws: dict[int, int] = defaultdict(int)
         records = [prepared.records[i] for i in self.indices]
         self._with_label = bool(records) and all(r.label is not None for r in records)
-        self._label_dtype = _label_dtype([r.label for r in records]) if self._with_label else None
+        self._label_dtype = label_dtype([r.label for r in records]) if self._with_label else None
         if purpose == "classification" and not self._with_label:
             missing = next(r for r in records if r.label is None)
             raise DataError(
@@ -168,7 +168,7 @@ class VolumeDataset(Dataset):
                 )
 
 
-def _label_dtype(labels: list[Any]) -> type:
+def label_dtype(labels: list[Any]) -> type:
     """int64 when every label is an integer (class labels), else float32 (targets)."""
     flat = [v for label in labels for v in np.asarray(label, dtype=object).reshape(-1)]
     return np.int64 if all(isinstance(v, int | np.integer) for v in flat) else np.float32

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from medssl.modalities.volume.readers import Volume, _short
+from medssl.modalities.volume.volume import Volume, error_summary
 from medssl.platform.errors import DataError
 
 #: DICOM patient coordinates are LPS; this flips them to RAS.
@@ -176,7 +176,7 @@ def _read_multiframe(ds: Any, path: str | Path) -> Volume:
     try:
         frames = np.asarray(ds.pixel_array, dtype=np.float32)
     except Exception as err:  # noqa: BLE001 - decoder errors come in many classes
-        raise DataError(f"{path}: its pixel data cannot be decoded ({_short(err)})") from err
+        raise DataError(f"{path}: its pixel data cannot be decoded ({error_summary(err)})") from err
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     slope, intercept = _rescale(ds, shared)
@@ -221,7 +221,7 @@ def _dcmread(path: str | Path, headers_only: bool) -> Any:
             return pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=_HEADER_TAGS)
         return pydicom.dcmread(str(path))
     except Exception as err:  # noqa: BLE001
-        raise DataError(f"{path} cannot be read as DICOM ({_short(err)})") from err
+        raise DataError(f"{path} cannot be read as DICOM ({error_summary(err)})") from err
 
 
 def _slice_values(ds: Any, path: str | Path) -> np.ndarray:
@@ -231,7 +231,7 @@ def _slice_values(ds: Any, path: str | Path) -> np.ndarray:
     try:
         pixels = np.asarray(ds.pixel_array, dtype=np.float32)
     except Exception as err:  # noqa: BLE001
-        raise DataError(f"{path}: its pixel data cannot be decoded ({_short(err)})") from err
+        raise DataError(f"{path}: its pixel data cannot be decoded ({error_summary(err)})") from err
     if pixels.ndim != 2:
         raise DataError(f"{path} has pixel data of shape {pixels.shape}; expected one grey slice")
     slope, intercept = _rescale(ds, None)

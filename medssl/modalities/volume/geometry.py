@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medssl.modalities.volume.readers import Volume
+from medssl.modalities.volume.volume import Volume
 
 _AXIS_PAIRS = ({"L", "R"}, {"A", "P"}, {"S", "I"})
 

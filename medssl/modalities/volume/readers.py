@@ -10,12 +10,12 @@ import re
 import threading
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medssl.modalities.volume.volume import Volume, error_summary
 from medssl.platform.errors import DataError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -35,35 +35,6 @@ _NRRD_SPACE_FLIPS = {
     "scanner-xyz": (1, 1, 1),
     "3d-right-handed": (1, 1, 1),
 }
-
-
-@dataclass
-class Volume:
-    """A scan in memory.
-
-    array: float32, (X, Y, Z) or (C, X, Y, Z); voxel (i, j, k) sits at `affine @ (i, j, k, 1)`.
-    affine: 4x4 voxel -> RAS+ world coordinates in mm.
-    meta: format, source and geometry facts only; never a patient identifier.
-    """
-
-    array: np.ndarray
-    affine: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def spatial_shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.array.shape[-3:])  # type: ignore[return-value]
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm: the length of each affine column."""
-        norms = np.linalg.norm(self.affine[:3, :3], axis=0)
-        return tuple(float(s) for s in norms)  # type: ignore[return-value]
-
-    @property
-    def channels_first(self) -> np.ndarray:
-        """The array as (C, X, Y, Z)."""
-        return self.array if self.array.ndim == 4 else self.array[None]
 
 
 def file_suffix(path: str | Path) -> str:
@@ -124,7 +95,7 @@ def read_nifti(path: str | Path) -> Volume:
         data = np.asarray(image.get_fdata(dtype=np.float32))
         affine = np.asarray(image.affine, dtype=np.float64)
     except Exception as err:  # noqa: BLE001 - any decoder failure means the same to a user
-        raise DataError(f"{path} cannot be read as NIfTI ({_short(err)})") from err
+        raise DataError(f"{path} cannot be read as NIfTI ({error_summary(err)})") from err
     data = _to_channels_last_3d(data, path)
     meta = {"format": "nifti", "source": str(path), "dtype": str(image.get_data_dtype())}
     return Volume(_channels_first(data), affine, meta)
@@ -137,7 +108,7 @@ def read_nrrd(path: str | Path) -> Volume:
     try:
         data, header = nrrd.read(str(path), index_order="F")
     except Exception as err:  # noqa: BLE001
-        raise DataError(f"{path} cannot be read as NRRD ({_short(err)})") from err
+        raise DataError(f"{path} cannot be read as NRRD ({error_summary(err)})") from err
     data = np.asarray(data)
     dtype = str(data.dtype)
     directions = header.get("space directions")
@@ -193,7 +164,7 @@ class _NpzArrays:
                         arrays = {k: np.asarray(npz[k]) for k in npz.files}
                 except Exception as err:  # noqa: BLE001
                     raise DataError(
-                        f"{path} cannot be read as an npz file ({_short(err)})"
+                        f"{path} cannot be read as an npz file ({error_summary(err)})"
                     ) from err
                 self._key, self._arrays = key, arrays
             return self._arrays
@@ -220,7 +191,7 @@ def npz_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
                     )
                     shapes[name[: -len(".npy")]] = tuple(read_header(f)[0])
     except Exception as err:  # noqa: BLE001
-        raise DataError(f"{path} cannot be read as an npz file ({_short(err)})") from err
+        raise DataError(f"{path} cannot be read as an npz file ({error_summary(err)})") from err
     return shapes
 
 
@@ -291,12 +262,6 @@ def _to_channels_last_3d(data: np.ndarray, path: str | Path) -> np.ndarray:
 def _channels_first(data: np.ndarray) -> np.ndarray:
     data = data.astype(np.float32, copy=False)
     return np.ascontiguousarray(np.moveaxis(data, -1, 0) if data.ndim == 4 else data)
-
-
-def _short(err: BaseException) -> str:
-    """One line of an exception for a user-facing sentence."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def stat_fingerprint(path: str | Path) -> list[Any]:

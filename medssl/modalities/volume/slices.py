@@ -1,5 +1,6 @@
-"""Axial slices of prepared volumes as a 2D dataset, and the volume-partition batch sampler of
-partition-aware contrastive pretraining (m volumes x S partitions, one slice per partition).
+"""Axial slices of prepared volumes: in reading orientation (dataset reduction), as a 2D
+dataset, and the volume-partition batch sampler of partition-aware contrastive pretraining
+(m volumes x S partitions, one slice per partition).
 """
 
 from __future__ import annotations
@@ -9,15 +10,45 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from medssl.modalities.volume.dataset import _label_dtype
+from medssl.modalities.volume.dataset import label_dtype
 from medssl.modalities.volume.prepared import PreparedVolumes
 from medssl.platform.batch import collate_items
 from medssl.platform.errors import DataError
 
 #: Per volume, per partition: the dataset positions of that partition's served slices.
 Cells = Sequence[Sequence[Sequence[int]]]
+
+
+def axial_slices(image: np.ndarray, orientation: str) -> tuple[torch.Tensor, int, list[int]]:
+    """The axial slices of one (X, Y, Z) volume whose voxel axes run along `orientation`.
+
+    Returns (slices (n, rows, cols), axis, positions): slices ordered from inferior to
+    superior, each shown as a radiologist reads an axial image (rows anterior -> posterior,
+    columns patient right -> left, as in a DICOM series), the voxel axis they run along, and
+    each slice's index along that axis.
+    """
+    codes = orientation.upper()
+    where = {c: i for i, c in enumerate(codes)}
+    axis = where.get("S", where.get("I"))
+    ap = where.get("A", where.get("P"))
+    lr = where.get("L", where.get("R"))
+    if axis is None or ap is None or lr is None:
+        raise DataError(f"orientation '{orientation}' lacks an S/I, A/P or L/R axis")
+    view = np.transpose(image, (axis, ap, lr))
+    flips = tuple(
+        d
+        for d, wrong in ((0, codes[axis] == "I"), (1, codes[ap] == "A"), (2, codes[lr] == "R"))
+        if wrong
+    )
+    # One writable copy (the prepared cache hands out read-only memory maps).
+    stack = torch.from_numpy(np.array(np.flip(view, flips) if flips else view, order="C"))
+    positions = list(range(stack.shape[0]))
+    if codes[axis] == "I":
+        positions.reverse()
+    return stack, axis, positions
 
 
 def partition_of(z: int, depth: int, partitions: int) -> int:
@@ -81,7 +112,7 @@ class SliceDataset(Dataset):
         self.slice_size = tuple(int(s) for s in slice_size) if slice_size is not None else None
         records = [prepared.records[i] for i in self.volumes]
         self._with_label = bool(records) and all(r.label is not None for r in records)
-        self._label_dtype = _label_dtype([r.label for r in records]) if self._with_label else None
+        self._label_dtype = label_dtype([r.label for r in records]) if self._with_label else None
         has_masks = bool(records) and all(prepared.has_mask(i) for i in self.volumes)
         if with_mask and not has_masks:
             missing = next(

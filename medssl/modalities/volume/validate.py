@@ -11,7 +11,8 @@ import numpy as np
 from medssl.modalities.base import Problem, Record
 from medssl.modalities.volume.geometry import geometry_mismatch
 from medssl.modalities.volume.manifest import discover
-from medssl.modalities.volume.readers import Volume, read_volume
+from medssl.modalities.volume.readers import read_volume
+from medssl.modalities.volume.volume import Volume
 from medssl.platform.errors import DataError
 
 

@@ -263,7 +263,7 @@ class SegmentationTask:
 
 def _slice_roi(ctx: Any) -> tuple[int, ...] | None:
     """For a 2-D segmenter on volumes: windows of the slice size, `SLICES_PER_WINDOW` deep."""
-    if not getattr(ctx, "slices", False):
+    if not ctx.modality.serves_parts:
         return None
     size = ctx.config.data.preprocessing.get("slice_size")
     if size is None:

@@ -5,9 +5,9 @@ Views are a function of (seed, epoch, dataset index, view), never of batch layou
 
 from __future__ import annotations
 
-from medssl.platform.augment.config import AugmentConfig
+from medssl.platform.augment.config import AugmentConfig, SignalAugmentConfig
 from medssl.platform.augment.keyed import keyed_normal, keyed_range, keyed_uniform, sample_keys
-from medssl.platform.augment.signal import SignalAugmentConfig, augment_signals
+from medssl.platform.augment.signal import augment_signals
 from medssl.platform.augment.spatial import ViewGeometry, affine_from_box, sample_geometry, warp
 from medssl.platform.augment.views import ViewGenerator, Views
 

@@ -4,14 +4,24 @@ series, a 1x1 head to the embedding size, and global average pooling."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from medssl.platform.encoders.base import Encoder, EncoderOutput
+from medssl.platform.encoders.base import (
+    ConfigLike,
+    Encoder,
+    EncoderOutput,
+    Fraction,
+    StrictPositiveInt,
+)
 from medssl.platform.registry import ENCODERS
+
+#: A positive, finite width or depth multiplier.
+Multiplier = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 
 #: Stages as (expansion, kernel, stride, channels, repeats): EfficientNet-B0's layout with
 #: longer kernels (a 1-D kernel covers one axis where a 2-D one covers two) and the sixth stage
@@ -112,6 +122,8 @@ class EfficientNet1DEncoder(Encoder):
     Args:
         spatial_dims: must be 1 (series x of shape (B, C, T)).
         in_channels: C, the number of leads or PPG channels.
+        config: an `EfficientNet1DEncoder.Config` or the ``encoder.kwargs`` mapping; or,
+            instead, the options below as keywords:
         feature_dim: embedding size (256).
         width: channel multiplier of the stem and stages, rounded to multiples of 8 (1.0).
         depth: multiplier of each stage's block count, rounded up (1.0).
@@ -128,45 +140,34 @@ class EfficientNet1DEncoder(Encoder):
     name = "efficientnet1d"
     has_decoder = False
     encoder_prefixes = ("stem.", "blocks.", "head.")
+    spatial_dims_allowed = (1,)
+
+    class Config(BaseModel):
+        """The ``encoder.kwargs`` of efficientnet1d."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        feature_dim: StrictPositiveInt = 256
+        width: Multiplier = 1.0
+        depth: Multiplier = 1.0
+        dropout: Fraction = 0.0
+        stochastic_depth: Fraction = 0.0
+
+    config: Config
 
     def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int,
-        feature_dim: int = 256,
-        width: float = 1.0,
-        depth: float = 1.0,
-        dropout: float = 0.0,
-        stochastic_depth: float = 0.0,
+        self, spatial_dims: int, in_channels: int, config: ConfigLike = None, **options: Any
     ) -> None:
-        super().__init__(spatial_dims, in_channels)
-        if spatial_dims != 1:
-            raise ValueError(
-                f"efficientnet1d encodes series: spatial_dims must be 1, got {spatial_dims}"
-            )
-        if not isinstance(feature_dim, int) or feature_dim < 1:
-            raise ValueError(f"feature_dim must be a positive integer, got {feature_dim!r}")
-        for label, value in (("width", width), ("depth", depth)):
-            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{label} must be a positive multiplier, got {value!r}")
-        for label, value in (("dropout", dropout), ("stochastic_depth", stochastic_depth)):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{label} must be in [0, 1), got {value}")
-        stem = _round_width(STEM_CHANNELS, width)
+        super().__init__(spatial_dims, in_channels, config, **options)
+        cfg = self.config
+        stem = _round_width(STEM_CHANNELS, cfg.width)
         self.stem = nn.Sequential(*_conv_bn(in_channels, stem, 3, stride=2), nn.SiLU())
-        self.blocks = self._stages(stem, width, depth, stochastic_depth)
+        self.blocks = self._stages(stem, cfg.width, cfg.depth, cfg.stochastic_depth)
         last = self.blocks[-1].body[-1].num_features
-        self.head = nn.Sequential(*_conv_bn(last, feature_dim, 1), nn.SiLU())
-        self.dropout = nn.Dropout(dropout)
-        self.feature_dim = feature_dim
-        self.dense_dim = feature_dim
-        self.init_kwargs: dict[str, Any] = {
-            "feature_dim": feature_dim,
-            "width": width,
-            "depth": depth,
-            "dropout": dropout,
-            "stochastic_depth": stochastic_depth,
-        }
+        self.head = nn.Sequential(*_conv_bn(last, cfg.feature_dim, 1), nn.SiLU())
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.feature_dim = cfg.feature_dim
+        self.dense_dim = cfg.feature_dim
 
     @staticmethod
     def _stages(in_dim: int, width: float, depth: float, drop: float) -> nn.Sequential:

@@ -1,34 +1,30 @@
-"""Build an encoder by its registry name with checked keyword arguments, and rebuild one from
-the architecture a model card records."""
+"""Build an encoder by its registry name with options validated by its `Config`, and rebuild
+one from the architecture a model card records."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from medssl.platform.encoders.base import Encoder
+from medssl.platform.encoders.base import Encoder, spatial_dims_problem
+from medssl.platform.errors import ConfigError
 from medssl.platform.registry import ENCODERS
-
-#: Constructor arguments every encoder takes positionally; not "options".
-_COMMON = ("self", "spatial_dims", "in_channels")
 
 
 def encoder_options(name: str) -> list[str]:
-    """The keyword options encoder `name` accepts besides spatial_dims and in_channels."""
-    cls = _encoder_class(name)
-    params = inspect.signature(cls.__init__).parameters.values()
-    return [
-        p.name
-        for p in params
-        if p.name not in _COMMON and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
+    """The keyword options encoder `name` accepts besides spatial_dims and in_channels (its
+    Config's fields; the tsai backbones also take their tsai class's arguments)."""
+    return list(_encoder_class(name).Config.model_fields)
 
 
 def build_encoder(name: str, spatial_dims: int, in_channels: int, **kwargs: Any) -> Encoder:
-    """Instantiate the encoder registered as `name`.
+    """Instantiate the encoder registered as `name` with options `kwargs` (a config's
+    ``encoder.kwargs``).
 
-    Unknown options raise ValueError naming the allowed ones, before anything is built.
+    Before anything is built, the options are validated by the encoder's `Config`: an unknown
+    name, a spatial_dims the encoder does not support, or a bad option raises ConfigError naming
+    the key (``encoder.name``, ``encoder.spatial_dims``, ``encoder.kwargs.<key>``); so does a
+    library refusing what an option passes on to it (the arguments of an activation).
 
     Example:
         >>> enc = build_encoder("unet", spatial_dims=2, in_channels=1, features=[8, 8, 16, 16, 32, 8])
@@ -36,17 +32,24 @@ def build_encoder(name: str, spatial_dims: int, in_channels: int, **kwargs: Any)
         32
     """
     cls = _encoder_class(name)
-    takes_any = any(
-        p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values()
-    )
-    allowed = encoder_options(name)
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown and not takes_any:
-        raise ValueError(
-            f"encoder '{name}' does not take {', '.join(unknown)}; "
-            f"allowed options: {', '.join(allowed) or 'none'}"
+    if spatial_dims not in cls.spatial_dims_allowed:
+        raise ConfigError(
+            f"encoder.spatial_dims: {spatial_dims_problem(cls, spatial_dims)}; set "
+            f"encoder.spatial_dims to {' or '.join(map(str, cls.spatial_dims_allowed))} or "
+            "choose another encoder.name"
         )
-    encoder = cls(spatial_dims=spatial_dims, in_channels=in_channels, **kwargs)
+    config = cls.validate_config(kwargs)
+    try:
+        encoder = cls(spatial_dims=spatial_dims, in_channels=in_channels, config=config)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, KeyError) as error:
+        # What a Config cannot see: MONAI or torch refusing the inner arguments of an option,
+        # such as act: [LeakyReLU, {slope: 0.1}].
+        raise ConfigError(
+            f"encoder.kwargs: encoder '{name}' could not be built from {kwargs} ({error}); "
+            "check the arguments inside its options"
+        ) from None
     if not isinstance(encoder, Encoder):
         raise TypeError(f"encoder '{name}' ({cls.__qualname__}) is not an Encoder subclass")
     return encoder
@@ -55,7 +58,8 @@ def build_encoder(name: str, spatial_dims: int, in_channels: int, **kwargs: Any)
 def architecture_of(encoder: Encoder) -> dict[str, Any]:
     """What a model card stores to rebuild `encoder` (its `architecture` field).
 
-    `kwargs` are the encoder's options (`init_kwargs`), as in the config's encoder.kwargs.
+    `kwargs` are the encoder's options with their defaults (`init_kwargs`, the dump of its
+    Config), as in the config's encoder.kwargs.
     """
     return {
         "encoder": encoder.name,
@@ -83,5 +87,8 @@ def encoder_from_architecture(architecture: Mapping[str, Any]) -> Encoder:
 
 def _encoder_class(name: str) -> type[Encoder]:
     if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; available: {', '.join(ENCODERS.names())}")
+        raise ConfigError(
+            f"encoder.name: unknown encoder {name!r}; available: {', '.join(ENCODERS.names())}; "
+            "set encoder.name to one of them"
+        )
     return ENCODERS.get(name)

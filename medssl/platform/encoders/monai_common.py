@@ -1,56 +1,52 @@
 """What the MONAI-backed encoders share: one forward (encode, pool, optionally decode), the
-input-size check, and turning JSON layer specs into the tuples MONAI expects."""
+input-size check, and the option types of MONAI layer specs."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from monai.networks.layers.factories import Act, Norm
+from pydantic import AfterValidator
 
-from medssl.platform.encoders.base import Encoder, EncoderOutput
-
-#: A MONAI layer spec as it appears in a config or card: "name" or [name, {args}].
-LayerSpec = str | Sequence[Any]
+from medssl.platform.encoders.base import ConfigLike, Encoder, EncoderOutput
 
 
-def layer_spec(value: LayerSpec, argument: str) -> str | tuple[str, dict[str, Any]]:
-    """The MONAI form of an activation/norm spec; JSON turns MONAI's tuples into lists."""
+def _layer_spec(value: Any, factory: Any, kind: str) -> str | tuple[str, dict[str, Any]]:
+    """The MONAI form of an activation/norm spec ("name" or (name, {args})); JSON and YAML
+    turn MONAI's tuples into lists. The name must be one the MONAI factory knows."""
+    spec: str | tuple[str, dict[str, Any]]
     if isinstance(value, str):
-        return value
-    if (
+        spec = value
+    elif (
         isinstance(value, Sequence)
         and len(value) == 2
         and isinstance(value[0], str)
         and isinstance(value[1], dict)
     ):
-        return (value[0], dict(value[1]))
-    raise ValueError(f"{argument} must be a name or [name, {{args}}], got {value!r}")
+        spec = (value[0], dict(value[1]))
+    else:
+        raise ValueError("must be a name or [name, {args}]")
+    name = spec if isinstance(spec, str) else spec[0]
+    # "" is MONAI's "no layer" (an identity).
+    if name and name.upper() not in factory.names:
+        raise ValueError(f"unknown {kind}; MONAI knows {', '.join(sorted(factory.names))}")
+    return spec
 
 
-def jsonable(value: Any) -> Any:
-    """Tuples become lists (recursively) so `init_kwargs` survives a JSON round trip."""
-    if isinstance(value, tuple | list):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    return value
+def _activation(value: Any) -> str | tuple[str, dict[str, Any]]:
+    return _layer_spec(value, Act, "activation")
 
 
-def positive_ints(
-    value: Sequence[int], argument: str, length: int | None = None
-) -> tuple[int, ...]:
-    """Validate a width/depth list: positive integers, optionally of a fixed length."""
-    items = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
-    if (
-        items is None
-        or (length is not None and len(items) != length)
-        or not items
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items)
-    ):
-        size = f"{length} " if length is not None else ""
-        raise ValueError(f"{argument} must be {size}positive integers, got {value!r}")
-    return items
+def _normalisation(value: Any) -> str | tuple[str, dict[str, Any]]:
+    return _layer_spec(value, Norm, "normalisation")
+
+
+#: An activation as a config or card writes it: a MONAI name or [name, {args}].
+ActSpec = Annotated[Any, AfterValidator(_activation)]
+#: A normalisation as a config or card writes it: a MONAI name or [name, {args}].
+NormSpec = Annotated[Any, AfterValidator(_normalisation)]
 
 
 def global_pool(x: torch.Tensor) -> torch.Tensor:
@@ -66,8 +62,12 @@ class MonaiEncoder(Encoder):
     `encode(x) -> (deepest, skips)` and, with a decoder, `decode(deepest, skips)`.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int) -> None:
-        super().__init__(spatial_dims, in_channels)
+    spatial_dims_allowed = (2, 3)
+
+    def __init__(
+        self, spatial_dims: int, in_channels: int, config: ConfigLike = None, **options: Any
+    ) -> None:
+        super().__init__(spatial_dims, in_channels, config, **options)
         self.input_multiple = 1
         #: why sides must be divisible by `input_multiple`, for the error message.
         self.size_reason = ""

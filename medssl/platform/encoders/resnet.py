@@ -4,12 +4,14 @@ a global vector only (no decoder, so it cannot segment)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from monai.networks.nets import resnet as monai_resnet
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from medssl.platform.encoders.monai_common import MonaiEncoder, jsonable
+from medssl.platform.encoders.base import ConfigLike, StrictPositiveInt, option_problem
+from medssl.platform.encoders.monai_common import MonaiEncoder
 from medssl.platform.registry import ENCODERS
 
 _DEPTHS: dict[int, Callable[..., monai_resnet.ResNet]] = {
@@ -36,6 +38,8 @@ class ResNetEncoder(MonaiEncoder):
     Args:
         spatial_dims: 2 or 3.
         in_channels: input channels.
+        config: a `ResNetEncoder.Config` or the ``encoder.kwargs`` mapping; or, instead, the
+            options below as keywords:
         depth: 10, 18, 34, 50, 101, 152 or 200.
         widen_factor: multiplies every stage width (0.25 makes a small CPU-friendly net).
         conv1_t_size: kernel side of the stem convolution.
@@ -54,56 +58,58 @@ class ResNetEncoder(MonaiEncoder):
     has_decoder = False
     encoder_prefixes = ("net.",)
 
+    class Config(BaseModel):
+        """The ``encoder.kwargs`` of resnet."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        depth: StrictPositiveInt = 18
+        widen_factor: float = Field(1.0, gt=0.0)
+        conv1_t_size: StrictPositiveInt = 7
+        conv1_t_stride: StrictPositiveInt = 1
+        no_max_pool: bool = False
+        shortcut_type: Literal["A", "B"] = "B"
+        bias_downsample: bool = True
+
+        @field_validator("depth")
+        @classmethod
+        def _known_depth(cls, depth: int) -> int:
+            if depth not in _DEPTHS:
+                raise ValueError(f"must be one of {sorted(_DEPTHS)}")
+            return depth
+
+        @model_validator(mode="after")
+        def _keeps_a_channel(self) -> ResNetEncoder.Config:
+            if int(64 * self.widen_factor) < 1:
+                raise option_problem(
+                    "widen_factor",
+                    "must leave the 64-channel stem at least 1 channel (>= 1/64)",
+                    self.widen_factor,
+                )
+            return self
+
+    config: Config
+
     def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int,
-        depth: int = 18,
-        widen_factor: float = 1.0,
-        conv1_t_size: int = 7,
-        conv1_t_stride: int = 1,
-        no_max_pool: bool = False,
-        shortcut_type: str = "B",
-        bias_downsample: bool = True,
+        self, spatial_dims: int, in_channels: int, config: ConfigLike = None, **options: Any
     ) -> None:
-        super().__init__(spatial_dims, in_channels)
-        if depth not in _DEPTHS:
-            raise ValueError(f"depth must be one of {sorted(_DEPTHS)}, got {depth!r}")
-        if not widen_factor > 0 or int(64 * widen_factor) < 1:
-            raise ValueError(
-                f"widen_factor must be > 0 (and leave >= 1 channel), got {widen_factor}"
-            )
-        if shortcut_type not in ("A", "B"):
-            raise ValueError(f"shortcut_type must be 'A' or 'B', got {shortcut_type!r}")
-        for label, value in (("conv1_t_size", conv1_t_size), ("conv1_t_stride", conv1_t_stride)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{label} must be a positive integer, got {value!r}")
-        self.net = _DEPTHS[depth](
+        super().__init__(spatial_dims, in_channels, config, **options)
+        cfg = self.config
+        self.net = _DEPTHS[cfg.depth](
             pretrained=False,
             spatial_dims=spatial_dims,
             n_input_channels=in_channels,
-            conv1_t_size=conv1_t_size,
-            conv1_t_stride=conv1_t_stride,
-            no_max_pool=no_max_pool,
-            shortcut_type=shortcut_type,
-            widen_factor=widen_factor,
+            conv1_t_size=cfg.conv1_t_size,
+            conv1_t_stride=cfg.conv1_t_stride,
+            no_max_pool=cfg.no_max_pool,
+            shortcut_type=cfg.shortcut_type,
+            widen_factor=cfg.widen_factor,
             feed_forward=False,
-            bias_downsample=bias_downsample,
+            bias_downsample=cfg.bias_downsample,
         )
         # After construction `in_planes` is the last stage's output width.
         self.feature_dim = int(self.net.in_planes)
         self.dense_dim = None
-        self.init_kwargs: dict[str, Any] = jsonable(
-            {
-                "depth": depth,
-                "widen_factor": widen_factor,
-                "conv1_t_size": conv1_t_size,
-                "conv1_t_stride": conv1_t_stride,
-                "no_max_pool": no_max_pool,
-                "shortcut_type": shortcut_type,
-                "bias_downsample": bias_downsample,
-            }
-        )
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         # ResNet.forward with feed_forward=False flattens after pooling; stopping before the

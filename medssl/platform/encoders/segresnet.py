@@ -3,22 +3,20 @@ up-path (without the output convolution) the dense map."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from monai.networks.nets import SegResNet
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from medssl.platform.encoders.monai_common import (
-    LayerSpec,
-    MonaiEncoder,
-    jsonable,
-    layer_spec,
-    positive_ints,
+from medssl.platform.encoders.base import (
+    ConfigLike,
+    Fraction,
+    StrictPositiveInt,
+    option_problem,
 )
+from medssl.platform.encoders.monai_common import ActSpec, MonaiEncoder, NormSpec
 from medssl.platform.registry import ENCODERS
-
-_UPSAMPLE_MODES = ("deconv", "nontrainable", "pixelshuffle")
 
 
 @ENCODERS.register("segresnet")
@@ -37,6 +35,8 @@ class SegResNetEncoder(MonaiEncoder):
     Args:
         spatial_dims: 2 or 3.
         in_channels: input channels.
+        config: a `SegResNetEncoder.Config` or the ``encoder.kwargs`` mapping; or, instead,
+            the options below as keywords:
         init_filters: width of the first level (divisible by the group-norm group count).
         blocks_down: residual blocks per encoder level.
         blocks_up: residual blocks per decoder level; one fewer entry than blocks_down.
@@ -56,70 +56,68 @@ class SegResNetEncoder(MonaiEncoder):
     has_decoder = True
     encoder_prefixes = ("net.convInit.", "net.down_layers.")
 
+    class Config(BaseModel):
+        """The ``encoder.kwargs`` of segresnet."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        init_filters: StrictPositiveInt = 8
+        blocks_down: tuple[StrictPositiveInt, ...] = Field((1, 2, 2, 4), min_length=2)
+        blocks_up: tuple[StrictPositiveInt, ...] = (1, 1, 1)
+        dropout_prob: Fraction | None = None
+        act: ActSpec = ("RELU", {"inplace": True})
+        norm: NormSpec = ("GROUP", {"num_groups": 8})
+        upsample_mode: Literal["nontrainable", "deconv", "pixelshuffle"] = "nontrainable"
+
+        @model_validator(mode="after")
+        def _levels_and_groups_fit(self) -> SegResNetEncoder.Config:
+            # One decoder level per down-sampling, or the dense map would miss input resolution.
+            if len(self.blocks_up) != len(self.blocks_down) - 1:
+                raise option_problem(
+                    "blocks_up",
+                    f"needs one entry per down-sampling, {len(self.blocks_down) - 1} "
+                    f"for blocks_down={list(self.blocks_down)}",
+                    list(self.blocks_up),
+                )
+            spec = self.norm
+            groups = spec[1].get("num_groups", 8) if isinstance(spec, tuple) else 8
+            is_group = (spec if isinstance(spec, str) else spec[0]).lower() == "group"
+            if is_group and self.init_filters % groups:
+                raise option_problem(
+                    "init_filters",
+                    f"must be divisible by the group norm's num_groups={groups}",
+                    self.init_filters,
+                )
+            return self
+
+    config: Config
+
     def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int,
-        init_filters: int = 8,
-        blocks_down: Sequence[int] = (1, 2, 2, 4),
-        blocks_up: Sequence[int] = (1, 1, 1),
-        dropout_prob: float | None = None,
-        act: LayerSpec = ("RELU", {"inplace": True}),
-        norm: LayerSpec = ("GROUP", {"num_groups": 8}),
-        upsample_mode: str = "nontrainable",
+        self, spatial_dims: int, in_channels: int, config: ConfigLike = None, **options: Any
     ) -> None:
-        super().__init__(spatial_dims, in_channels)
-        down = positive_ints(blocks_down, "blocks_down")
-        if len(down) < 2:
-            raise ValueError(f"blocks_down needs at least 2 levels, got {blocks_down!r}")
-        # One decoder level per down-sampling, or the dense map would miss input resolution.
-        up = positive_ints(blocks_up, "blocks_up", length=len(down) - 1)
-        (filters,) = positive_ints([init_filters], "init_filters")
-        norm_spec = layer_spec(norm, "norm")
-        groups = norm_spec[1].get("num_groups", 8) if isinstance(norm_spec, tuple) else 8
-        is_group = (norm_spec if isinstance(norm_spec, str) else norm_spec[0]).lower() == "group"
-        if is_group and filters % groups:
-            raise ValueError(
-                f"init_filters must be divisible by the group norm's num_groups={groups}, "
-                f"got {init_filters}"
-            )
-        if dropout_prob is not None and not 0.0 <= dropout_prob < 1.0:
-            raise ValueError(f"dropout_prob must be in [0, 1) or None, got {dropout_prob}")
-        if upsample_mode not in _UPSAMPLE_MODES:
-            raise ValueError(
-                f"upsample_mode must be one of {_UPSAMPLE_MODES}, got {upsample_mode!r}"
-            )
+        super().__init__(spatial_dims, in_channels, config, **options)
+        cfg = self.config
+        levels = len(cfg.blocks_down)
         self.net = SegResNet(
             spatial_dims=spatial_dims,
-            init_filters=filters,
+            init_filters=cfg.init_filters,
             in_channels=in_channels,
             out_channels=1,
-            dropout_prob=dropout_prob,
-            act=layer_spec(act, "act"),
-            norm=norm_spec,
+            dropout_prob=cfg.dropout_prob,
+            act=cfg.act,
+            norm=cfg.norm,
             use_conv_final=True,
-            blocks_down=down,
-            blocks_up=up,
-            upsample_mode=upsample_mode,
+            blocks_down=cfg.blocks_down,
+            blocks_up=cfg.blocks_up,
+            upsample_mode=cfg.upsample_mode,
         )
         # Keep the final norm + activation so the dense map is normalised like the one
         # SegResNet's own head sees; drop the 1x1 output convolution (the task's head).
         self.net.conv_final = self.net.conv_final[:2]
-        self.input_multiple = 2 ** (len(down) - 1)
-        self.size_reason = f"{len(down) - 1} stride-2 levels"
-        self.feature_dim = filters * 2 ** (len(down) - 1)
-        self.dense_dim = filters
-        self.init_kwargs: dict[str, Any] = jsonable(
-            {
-                "init_filters": filters,
-                "blocks_down": down,
-                "blocks_up": up,
-                "dropout_prob": dropout_prob,
-                "act": act,
-                "norm": norm,
-                "upsample_mode": upsample_mode,
-            }
-        )
+        self.input_multiple = 2 ** (levels - 1)
+        self.size_reason = f"{levels - 1} stride-2 levels"
+        self.feature_dim = cfg.init_filters * 2 ** (levels - 1)
+        self.dense_dim = cfg.init_filters
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         deepest, levels = self.net.encode(x)

@@ -4,31 +4,28 @@ convolutional decoder (before its output convolution) the dense map."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from monai.networks.nets import SwinUNETR
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from medssl.platform.encoders.monai_common import (
-    LayerSpec,
-    MonaiEncoder,
-    jsonable,
-    layer_spec,
-    positive_ints,
-)
+from medssl.platform.encoders.base import ConfigLike, StrictPositiveInt, option_problem
+from medssl.platform.encoders.monai_common import MonaiEncoder, NormSpec
 from medssl.platform.registry import ENCODERS
+
+#: A dropout or stochastic-depth rate.
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+_SWIN_ARGUMENTS = inspect.signature(SwinUNETR.__init__).parameters
 
 
 def _swin_unetr(**kwargs: Any) -> SwinUNETR:
     """Build SwinUNETR across MONAI versions: older ones still require `img_size` (unused by
-    the network since 1.3) and know no `patch_size` (fixed at 2)."""
-    accepted = inspect.signature(SwinUNETR.__init__).parameters
-    if "img_size" in accepted:
+    the network since 1.3) and know no `patch_size` (fixed at 2, which the Config checks)."""
+    if "img_size" in _SWIN_ARGUMENTS:
         kwargs["img_size"] = (64,) * kwargs["spatial_dims"]
-    if "patch_size" not in accepted:
-        if kwargs.pop("patch_size") != 2:
-            raise ValueError("this MONAI version's SwinUNETR supports only patch_size=2")
+    if "patch_size" not in _SWIN_ARGUMENTS:
+        kwargs.pop("patch_size")
     return SwinUNETR(**kwargs)
 
 
@@ -48,6 +45,8 @@ class SwinUNETREncoder(MonaiEncoder):
     Args:
         spatial_dims: 2 or 3.
         in_channels: input channels.
+        config: a `SwinUNETREncoder.Config` or the ``encoder.kwargs`` mapping; or, instead,
+            the options below as keywords:
         feature_size: embedding width, a multiple of 12 (12 is a small CPU-friendly size).
         depths: Swin blocks per stage.
         num_heads: attention heads per stage (must divide the stage width).
@@ -71,88 +70,76 @@ class SwinUNETREncoder(MonaiEncoder):
     has_decoder = True
     encoder_prefixes = ("net.swinViT.",)
 
-    def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int,
-        feature_size: int = 24,
-        depths: Sequence[int] = (2, 2, 2, 2),
-        num_heads: Sequence[int] = (3, 6, 12, 24),
-        window_size: int = 7,
-        patch_size: int = 2,
-        norm_name: LayerSpec = "instance",
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        dropout_path_rate: float = 0.0,
-        normalize: bool = True,
-        use_checkpoint: bool = False,
-        use_v2: bool = False,
-        downsample: str = "merging",
-    ) -> None:
-        super().__init__(spatial_dims, in_channels)
-        if not isinstance(feature_size, int) or feature_size <= 0 or feature_size % 12:
-            raise ValueError(
-                f"feature_size must be a positive multiple of 12, got {feature_size!r}"
-            )
-        stages = positive_ints(depths, "depths", length=4)
-        heads = positive_ints(num_heads, "num_heads", length=4)
-        for i, h in enumerate(heads):
-            if (feature_size * 2**i) % h:
-                raise ValueError(
-                    f"num_heads[{i}]={h} must divide the stage width {feature_size * 2**i} "
-                    f"(feature_size={feature_size}), got num_heads={list(num_heads)}"
+    class Config(BaseModel):
+        """The ``encoder.kwargs`` of swinunetr."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        feature_size: StrictPositiveInt = Field(24, multiple_of=12)
+        depths: tuple[StrictPositiveInt, ...] = Field((2, 2, 2, 2), min_length=4, max_length=4)
+        num_heads: tuple[StrictPositiveInt, ...] = Field((3, 6, 12, 24), min_length=4, max_length=4)
+        window_size: StrictPositiveInt = 7
+        patch_size: StrictPositiveInt = 2
+        norm_name: NormSpec = "instance"
+        drop_rate: Rate = 0.0
+        attn_drop_rate: Rate = 0.0
+        dropout_path_rate: Rate = 0.0
+        normalize: bool = True
+        use_checkpoint: bool = False
+        use_v2: bool = False
+        downsample: Literal["merging", "mergingv2"] = "merging"
+
+        @model_validator(mode="after")
+        def _heads_divide_the_widths(self) -> SwinUNETREncoder.Config:
+            for i, heads in enumerate(self.num_heads):
+                width = self.feature_size * 2**i
+                if width % heads:
+                    raise option_problem(
+                        "num_heads",
+                        f"num_heads[{i}]={heads} must divide the stage width {width} "
+                        f"(feature_size={self.feature_size})",
+                        list(self.num_heads),
+                    )
+            if self.patch_size != 2 and "patch_size" not in _SWIN_ARGUMENTS:
+                raise option_problem(
+                    "patch_size",
+                    "this MONAI version's SwinUNETR supports only patch_size=2",
+                    self.patch_size,
                 )
-        (window,) = positive_ints([window_size], "window_size")
-        (patch,) = positive_ints([patch_size], "patch_size")
-        for label, rate in (
-            ("drop_rate", drop_rate),
-            ("attn_drop_rate", attn_drop_rate),
-            ("dropout_path_rate", dropout_path_rate),
-        ):
-            if not 0.0 <= rate <= 1.0:
-                raise ValueError(f"{label} must be in [0, 1], got {rate}")
+            return self
+
+    config: Config
+
+    def __init__(
+        self, spatial_dims: int, in_channels: int, config: ConfigLike = None, **options: Any
+    ) -> None:
+        super().__init__(spatial_dims, in_channels, config, **options)
+        cfg = self.config
         self.net = _swin_unetr(
             in_channels=in_channels,
             out_channels=1,
-            patch_size=patch,
-            depths=stages,
-            num_heads=heads,
-            window_size=window,
-            feature_size=feature_size,
-            norm_name=layer_spec(norm_name, "norm_name"),
-            drop_rate=drop_rate,
-            attn_drop_rate=attn_drop_rate,
-            dropout_path_rate=dropout_path_rate,
-            normalize=normalize,
-            use_checkpoint=use_checkpoint,
+            patch_size=cfg.patch_size,
+            depths=cfg.depths,
+            num_heads=cfg.num_heads,
+            window_size=cfg.window_size,
+            feature_size=cfg.feature_size,
+            norm_name=cfg.norm_name,
+            drop_rate=cfg.drop_rate,
+            attn_drop_rate=cfg.attn_drop_rate,
+            dropout_path_rate=cfg.dropout_path_rate,
+            normalize=cfg.normalize,
+            use_checkpoint=cfg.use_checkpoint,
             spatial_dims=spatial_dims,
-            downsample=downsample,
-            use_v2=use_v2,
+            downsample=cfg.downsample,
+            use_v2=cfg.use_v2,
         )
         # The output convolution is the task's head; unused parameters would trouble DDP.
         del self.net.out
-        self.input_multiple = patch**5
-        self.norm_name = norm_name
-        self.size_reason = f"patch embedding of {patch} and four patch-merging stages"
-        self.feature_dim = 16 * feature_size
-        self.dense_dim = feature_size
-        self.init_kwargs: dict[str, Any] = jsonable(
-            {
-                "feature_size": feature_size,
-                "depths": stages,
-                "num_heads": heads,
-                "window_size": window,
-                "patch_size": patch,
-                "norm_name": norm_name,
-                "drop_rate": drop_rate,
-                "attn_drop_rate": attn_drop_rate,
-                "dropout_path_rate": dropout_path_rate,
-                "normalize": normalize,
-                "use_checkpoint": use_checkpoint,
-                "use_v2": use_v2,
-                "downsample": downsample,
-            }
-        )
+        self.input_multiple = cfg.patch_size**5
+        self.norm_name = cfg.norm_name
+        self.size_reason = f"patch embedding of {cfg.patch_size} and four patch-merging stages"
+        self.feature_dim = 16 * cfg.feature_size
+        self.dense_dim = cfg.feature_size
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         stages = self.net.swinViT(x, self.net.normalize)

@@ -3,13 +3,20 @@ shares (padding, missing steps, pooling over the series), and causal sliding enc
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from medssl.platform.encoders.base import Encoder, EncoderOutput
+from medssl.platform.encoders.base import (
+    ConfigLike,
+    Encoder,
+    EncoderOutput,
+    Fraction,
+    StrictPositiveInt,
+)
 from medssl.platform.registry import ENCODERS
 
 
@@ -152,6 +159,8 @@ class TS2VecEncoder(Encoder):
     Args:
         spatial_dims: must be 1 (series x of shape (B, C, T)).
         in_channels: C, the number of variables.
+        config: a `TS2VecEncoder.Config` or the ``encoder.kwargs`` mapping; or, instead, the
+            options below as keywords:
         hidden_dim: width of the input projection and the hidden blocks (64).
         output_dim: representation size per step (320).
         depth: number of hidden dilated blocks (10).
@@ -172,70 +181,53 @@ class TS2VecEncoder(Encoder):
     name = "ts2vec"
     has_decoder = False
     encoder_prefixes = ("input_fc.", "blocks.", "trend.")
+    spatial_dims_allowed = (1,)
+
+    class Config(BaseModel):
+        """The ``encoder.kwargs`` of ts2vec."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        hidden_dim: StrictPositiveInt = 64
+        output_dim: StrictPositiveInt = 320
+        depth: Annotated[int, Field(strict=True, ge=0)] = 10
+        kernel_size: StrictPositiveInt = 3
+        mask_probability: Fraction = 0.5
+        dropout: Fraction = 0.1
+        trend_kernels: list[StrictPositiveInt] | None = Field(None, min_length=1)
+
+        @field_validator("kernel_size")
+        @classmethod
+        def _odd(cls, kernel_size: int) -> int:
+            if kernel_size % 2 == 0:
+                raise ValueError("must be odd, so the padding keeps the length")
+            return kernel_size
+
+    config: Config
 
     def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int,
-        hidden_dim: int = 64,
-        output_dim: int = 320,
-        depth: int = 10,
-        kernel_size: int = 3,
-        mask_probability: float = 0.5,
-        dropout: float = 0.1,
-        trend_kernels: list[int] | tuple[int, ...] | None = None,
+        self, spatial_dims: int, in_channels: int, config: ConfigLike = None, **options: Any
     ) -> None:
-        super().__init__(spatial_dims, in_channels)
-        if spatial_dims != 1:
-            raise ValueError(f"ts2vec encodes series: spatial_dims must be 1, got {spatial_dims}")
-        for label, value in (("hidden_dim", hidden_dim), ("output_dim", output_dim)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{label} must be a positive integer, got {value!r}")
-        if not isinstance(depth, int) or depth < 0:
-            raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
-        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
-        if not 0.0 <= mask_probability < 1.0:
-            raise ValueError(f"mask_probability must be in [0, 1), got {mask_probability}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if trend_kernels is not None and (
-            not isinstance(trend_kernels, list | tuple)
-            or not trend_kernels
-            or not all(
-                isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in trend_kernels
-            )
-        ):
-            raise ValueError(
-                f"trend_kernels must be a non-empty list of positive integers (e.g. "
-                f"[1, 2, 4, 8, 16, 32, 64, 128]) or null, got {trend_kernels!r}"
-            )
-        self.input_fc = nn.Linear(in_channels, hidden_dim)
+        super().__init__(spatial_dims, in_channels, config, **options)
+        cfg = self.config
+        self.input_fc = nn.Linear(in_channels, cfg.hidden_dim)
         # The last block changes the width, so (as in the authors' code) it always projects.
         self.blocks = nn.ModuleList(
             _DilatedBlock(
-                hidden_dim,
-                output_dim if i == depth else hidden_dim,
-                kernel_size,
+                cfg.hidden_dim,
+                cfg.output_dim if i == cfg.depth else cfg.hidden_dim,
+                cfg.kernel_size,
                 dilation=2**i,
-                project=i == depth,
+                project=i == cfg.depth,
             )
-            for i in range(depth + 1)
+            for i in range(cfg.depth + 1)
         )
-        self.dropout = nn.Dropout(dropout)
-        self.trend = None if trend_kernels is None else _TrendHead(output_dim, tuple(trend_kernels))
-        self.mask_probability = mask_probability
-        self.feature_dim = output_dim
-        self.dense_dim = output_dim
-        self.init_kwargs: dict[str, Any] = {
-            "hidden_dim": hidden_dim,
-            "output_dim": output_dim,
-            "depth": depth,
-            "kernel_size": kernel_size,
-            "mask_probability": mask_probability,
-            "dropout": dropout,
-            "trend_kernels": None if trend_kernels is None else list(trend_kernels),
-        }
+        self.dropout = nn.Dropout(cfg.dropout)
+        kernels = cfg.trend_kernels
+        self.trend = None if kernels is None else _TrendHead(cfg.output_dim, tuple(kernels))
+        self.mask_probability = cfg.mask_probability
+        self.feature_dim = cfg.output_dim
+        self.dense_dim = cfg.output_dim
 
     def sequence(self, x: torch.Tensor) -> torch.Tensor:
         """Per-step representation (B, output_dim, T) of `x` (B, C, T); zero on padding."""

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from medssl.platform.encoders.base import Encoder, EncoderOutput
+from medssl.platform.encoders.base import (
+    ConfigLike,
+    Encoder,
+    EncoderOutput,
+    StrictPositiveInt,
+    option_problem,
+)
 from medssl.platform.encoders.ts2vec import masked_max_pool, masked_mean_pool, series_steps
 from medssl.platform.errors import ConfigError
 from medssl.platform.registry import ENCODERS
@@ -45,6 +52,8 @@ class TsaiEncoder(Encoder):
     Args:
         spatial_dims: must be 1 (series x of shape (B, C, T)).
         in_channels: C, the number of variables (tsai's c_in).
+        config: a `TsaiEncoder.Config` (of the subclass) or the ``encoder.kwargs`` mapping; or,
+            instead, the options below as keywords:
         seq_len: input length; required by TSTPlus (positional encoding; shorter inputs are
             NaN-padded up to it), ignored by the convolutional backbones.
         pooling: "mean" or "max" for `global_features`.
@@ -55,47 +64,57 @@ class TsaiEncoder(Encoder):
     name: ClassVar[str] = "tsai"
     #: Module and class name under tsai.models.
     tsai_module: ClassVar[str] = ""
-    needs_seq_len: ClassVar[bool] = False
     encoder_prefixes = ("backbone.",)
+    spatial_dims_allowed = (1,)
+
+    class Config(BaseModel):
+        """The ``encoder.kwargs`` of a tsai backbone: seq_len, pooling, and the tsai class's
+        own keyword arguments (kept as given; tsai checks them when the backbone is built)."""
+
+        # Extra keys are the tsai class's options: its signature ends in **kwargs handed on
+        # to the backbone, so they cannot be listed here.
+        model_config = ConfigDict(extra="allow")
+        #: Options this encoder sets itself, refused in the kwargs.
+        reserved: ClassVar[tuple[str, ...]] = ("c_in", "c_out")
+
+        seq_len: StrictPositiveInt | None = None
+        pooling: Literal["mean", "max"] = "mean"
+
+        @model_validator(mode="after")
+        def _no_reserved_options(self) -> TsaiEncoder.Config:
+            for option in self.reserved:
+                if option in (self.model_extra or {}):
+                    raise option_problem(
+                        option,
+                        "is set by the encoder itself (from the data and the pipeline)",
+                        self.model_extra[option],  # type: ignore[index]
+                    )
+            return self
+
+    config: Config
 
     def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int,
-        seq_len: int | None = None,
-        pooling: str = "mean",
-        **options: Any,
+        self, spatial_dims: int, in_channels: int, config: ConfigLike = None, **options: Any
     ) -> None:
-        super().__init__(spatial_dims, in_channels)
-        if spatial_dims != 1:
-            raise ValueError(
-                f"{self.name} encodes series: spatial_dims must be 1, got {spatial_dims}"
-            )
-        if pooling not in ("mean", "max"):
-            raise ValueError(f"pooling must be 'mean' or 'max', got {pooling!r}")
-        if seq_len is not None and (not isinstance(seq_len, int) or seq_len < 1):
-            raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
-        if self.needs_seq_len and seq_len is None:
-            raise ValueError(
-                f"encoder '{self.name}' needs seq_len (the input length) in its kwargs"
-            )
+        super().__init__(spatial_dims, in_channels, config, **options)
+        cfg = self.config
+        extra = dict(cfg.model_extra or {})
         cls = _tsai_class(self.tsai_module)
-        arguments = self._tsai_arguments(seq_len, options)
         try:
-            model = cls(c_in=in_channels, c_out=1, **arguments)
+            model = cls(c_in=in_channels, c_out=1, **self._tsai_arguments(cfg.seq_len, extra))
         except TypeError as error:
-            allowed = sorted(inspect.signature(cls.__init__).parameters)
-            raise ValueError(
-                f"encoder '{self.name}' could not build tsai {self.tsai_module} with options "
-                f"{options} ({error}); its arguments include {', '.join(allowed)}"
+            allowed = sorted(set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"})
+            raise ConfigError(
+                f"encoder.kwargs: encoder '{self.name}' could not build tsai "
+                f"{self.tsai_module} with options {extra} ({error}); its arguments include "
+                f"{', '.join(allowed)}"
             ) from None
         # The head is dropped: its classifier is task-specific and its pooling happens here.
         self.backbone = model.backbone
         self.feature_dim = int(model.head_nf)
         self.dense_dim = self.feature_dim
-        self.seq_len = seq_len
-        self.pooling = pooling
-        self.init_kwargs: dict[str, Any] = {"seq_len": seq_len, "pooling": pooling, **options}
+        self.seq_len = cfg.seq_len
+        self.pooling = cfg.pooling
 
     def _tsai_arguments(self, seq_len: int | None, options: dict[str, Any]) -> dict[str, Any]:
         return dict(options)
@@ -171,13 +190,17 @@ class TSTPlusEncoder(TsaiEncoder):
 
     name: ClassVar[str] = "tst_plus"
     tsai_module: ClassVar[str] = "TSTPlus"
-    needs_seq_len: ClassVar[bool] = True
+
+    class Config(TsaiEncoder.Config):
+        """The ``encoder.kwargs`` of tst_plus: seq_len is required."""
+
+        reserved: ClassVar[tuple[str, ...]] = ("c_in", "c_out", "max_seq_len", "key_padding_mask")
+
+        seq_len: StrictPositiveInt
+
+    config: Config
 
     def _tsai_arguments(self, seq_len: int | None, options: dict[str, Any]) -> dict[str, Any]:
-        if "max_seq_len" in options or "key_padding_mask" in options:
-            raise ValueError(
-                "tst_plus sets max_seq_len and key_padding_mask itself; remove them from its kwargs"
-            )
         # max_seq_len=None keeps one output per input step; the padding mask is passed
         # explicitly so tsai never writes zeros into the caller's tensor.
         return {**options, "seq_len": seq_len, "max_seq_len": None, "key_padding_mask": True}
@@ -186,9 +209,11 @@ class TSTPlusEncoder(TsaiEncoder):
         length = x.shape[-1]
         assert self.seq_len is not None
         if length > self.seq_len:
-            raise ValueError(
-                f"tst_plus was built for series of up to seq_len={self.seq_len} steps, got "
-                f"{length}; raise encoder.kwargs.seq_len or crop the series"
+            # The data outgrew the configured length: the config has to change.
+            raise ConfigError(
+                f"encoder.kwargs.seq_len: tst_plus was built for series of up to "
+                f"seq_len={self.seq_len} steps, got {length}; raise encoder.kwargs.seq_len or "
+                "crop the series"
             )
         x = F.pad(x, (0, self.seq_len - length), value=float("nan"))
         padding = ~series_steps(x)

@@ -3,22 +3,15 @@ dense map, so one network serves global pretraining, local (dense) pretraining a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from monai.networks.nets import BasicUNet
+from pydantic import BaseModel, ConfigDict, Field
 
-from medssl.platform.encoders.monai_common import (
-    LayerSpec,
-    MonaiEncoder,
-    jsonable,
-    layer_spec,
-    positive_ints,
-)
+from medssl.platform.encoders.base import ConfigLike, Fraction, StrictPositiveInt
+from medssl.platform.encoders.monai_common import ActSpec, MonaiEncoder, NormSpec
 from medssl.platform.registry import ENCODERS
-
-_UPSAMPLE_MODES = ("deconv", "pixelshuffle", "nontrainable")
 
 
 @ENCODERS.register("unet")
@@ -35,6 +28,8 @@ class UNetEncoder(MonaiEncoder):
     Args:
         spatial_dims: 2 (slices) or 3 (volumes).
         in_channels: input channels.
+        config: a `UNetEncoder.Config` or the ``encoder.kwargs`` mapping; or, instead, the
+            options below as keywords:
         features: six widths: the five encoder levels, then the last decoder level.
         act: activation, a MONAI name or [name, {args}].
         norm: normalisation, a MONAI name or [name, {args}].
@@ -55,33 +50,38 @@ class UNetEncoder(MonaiEncoder):
     #: State-dict prefixes of the four decoder blocks, deepest first (the order `decode` runs).
     decoder_prefixes = ("net.upcat_4.", "net.upcat_3.", "net.upcat_2.", "net.upcat_1.")
 
+    class Config(BaseModel):
+        """The ``encoder.kwargs`` of unet."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        features: tuple[StrictPositiveInt, ...] = Field(
+            (16, 32, 64, 128, 256, 32), min_length=6, max_length=6
+        )
+        act: ActSpec = ("LeakyReLU", {"negative_slope": 0.1, "inplace": True})
+        norm: NormSpec = ("instance", {"affine": True})
+        bias: bool = True
+        dropout: Fraction = 0.0
+        upsample: Literal["deconv", "pixelshuffle", "nontrainable"] = "deconv"
+
+    config: Config
+
     def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int,
-        features: Sequence[int] = (16, 32, 64, 128, 256, 32),
-        act: LayerSpec = ("LeakyReLU", {"negative_slope": 0.1, "inplace": True}),
-        norm: LayerSpec = ("instance", {"affine": True}),
-        bias: bool = True,
-        dropout: float = 0.0,
-        upsample: str = "deconv",
+        self, spatial_dims: int, in_channels: int, config: ConfigLike = None, **options: Any
     ) -> None:
-        super().__init__(spatial_dims, in_channels)
-        widths = positive_ints(features, "features", length=6)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if upsample not in _UPSAMPLE_MODES:
-            raise ValueError(f"upsample must be one of {_UPSAMPLE_MODES}, got {upsample!r}")
+        super().__init__(spatial_dims, in_channels, config, **options)
+        cfg = self.config
+        widths = cfg.features
         self.net = BasicUNet(
             spatial_dims=spatial_dims,
             in_channels=in_channels,
             out_channels=1,
             features=widths,
-            act=layer_spec(act, "act"),
-            norm=layer_spec(norm, "norm"),
-            bias=bias,
-            dropout=dropout,
-            upsample=upsample,
+            act=cfg.act,
+            norm=cfg.norm,
+            bias=cfg.bias,
+            dropout=cfg.dropout,
+            upsample=cfg.upsample,
         )
         # The output convolution belongs to the task head; keeping it would leave unused
         # parameters (DDP complains) and a meaningless 1-channel map.
@@ -92,16 +92,6 @@ class UNetEncoder(MonaiEncoder):
         self.dense_dim = widths[5]
         #: Channels after each decoder block, deepest first; block k ends at 1/2**(4-k) scale.
         self.decoder_widths = (widths[3], widths[2], widths[1], widths[5])
-        self.init_kwargs: dict[str, Any] = jsonable(
-            {
-                "features": widths,
-                "act": act,
-                "norm": norm,
-                "bias": bias,
-                "dropout": dropout,
-                "upsample": upsample,
-            }
-        )
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         net = self.net

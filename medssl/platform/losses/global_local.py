@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from medssl.platform.losses.infonce import _work_dtype, masked_info_nce
+from medssl.platform.losses.infonce import masked_info_nce, work_dtype
 
 GlobalStrategy = Literal["GR", "GD-", "GD"]
 Positions = Literal["paper13", "all"]
@@ -143,7 +143,7 @@ def global_info_nce(
         raise ValueError(f"offset {offset} + {z.shape[0]} anchors exceeds the {keys.shape[0]} keys")
     positive, eligible = global_masks(volume, partition, view, strategy, sample=sample)
     rows = slice(offset, offset + z.shape[0])
-    work = _work_dtype(z)
+    work = work_dtype(z)
     queries = F.normalize(z.to(work), dim=1)
     candidates = F.normalize(keys.to(work), dim=1)
     sim = queries @ candidates.T / temperature
@@ -245,7 +245,7 @@ def _related_loss(
     m, _, h, w = maps.shape
     coords = region_positions(h - region + 1, w - region + 1, positions, stride)
     a = coords.shape[0]
-    feats = F.normalize(local_regions(maps, coords, region).to(_work_dtype(maps)), dim=2)
+    feats = F.normalize(local_regions(maps, coords, region).to(work_dtype(maps)), dim=2)
     device = maps.device
     same_position = torch.eye(a, dtype=torch.bool, device=device)
     other_position = ~same_position

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from medssl.platform.engine.distributed import gather_with_grad, rank
 
 
-def _work_dtype(t: torch.Tensor) -> torch.dtype:
-    # Half precision loses too much in exp/log sums; float64 stays float64 for exact tests.
+def work_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype a loss computes in: float32, since half precision loses too much in exp/log
+    sums; float64 stays float64 (for exact tests)."""
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
@@ -71,7 +72,7 @@ def masked_info_nce(
             )
     negative = eligible & ~positive
     # Unused entries are replaced by 0 first so that inf/nan there cannot leak into gradients.
-    logits = sim.to(_work_dtype(sim)).masked_fill(~(positive | negative), 0.0)
+    logits = sim.to(work_dtype(sim)).masked_fill(~(positive | negative), 0.0)
     has_negative = negative.any(dim=1)
     negative_logits = logits.masked_fill(~negative, float("-inf"))
     row_max = negative_logits.amax(dim=1).detach()
@@ -139,7 +140,7 @@ def _two_view_loss(
         )
     batch = z1.shape[0]
     offset = rank() * batch if offset is None else offset
-    work = _work_dtype(z1)
+    work = work_dtype(z1)
     queries = F.normalize(torch.cat([z1, z2]).to(work), dim=1)
     keys = F.normalize(torch.cat([k1, k2]).to(work), dim=1)
     positive, eligible = two_view_masks(batch, k1.shape[0], offset, device=z1.device)

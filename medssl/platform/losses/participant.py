@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from medssl.platform.losses.infonce import _work_dtype, masked_info_nce
+from medssl.platform.losses.infonce import masked_info_nce, work_dtype
 
 
 def participant_info_nce(
@@ -61,7 +61,7 @@ def participant_info_nce(
             f"partner and query_groups must be ({n},) and key_groups ({m},), got "
             f"{tuple(partner.shape)}, {tuple(query_groups.shape)}, {tuple(key_groups.shape)}"
         )
-    work = _work_dtype(queries)
+    work = work_dtype(queries)
     sim = F.normalize(queries.to(work), dim=1) @ F.normalize(keys.to(work), dim=1).T
     positive = torch.zeros(n, m, dtype=torch.bool, device=queries.device)
     positive[torch.arange(n, device=queries.device), partner] = True

@@ -196,7 +196,7 @@ class AutoTCL(AveragedEncoderMethod):
         # Input channels the view passes through unchanged (known covariates, such as the
         # calendar features a forecasting table puts first); the mask acts on the rest.
         fixed_channels: tuple[int, ...] = ()
-        # Where the hard-concrete noise goes: the logit of p (METHODS.md, the default) or p
+        # Where the hard-concrete noise goes: the logit of p (the paper's form, the default) or p
         # itself, as the authors' code does (the mask then stays random, keep 0.48-0.71).
         mask_noise: Literal["logit", "probability"] = "logit"
         temperature: float = Field(1.0, gt=0.0)

@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from medssl.platform.batch import Batch
+from medssl.platform.batch import ITEMS, Batch, BatchSpec
 from medssl.platform.encoders.base import Encoder
 from medssl.platform.errors import ConfigError
 
@@ -22,14 +22,16 @@ class Method(nn.Module):
     """Base class of self-supervised methods.
 
     Class attributes:
-        requires: Batch metadata fields the method needs (checked against the modality
-            before any data is read).
+        requires: Batch metadata fields every configuration of the method needs.
+        grouping: how the items of a batch are drawn (a registered grouping of
+            `medssl.platform.batch`); `batch_spec` may choose another from the settings.
         encoder_output: "global" (a vector per sample), "dense" (a decoder map) or
             "sequence" (a per-step representation).
     """
 
     name: ClassVar[str] = "method"
     requires: ClassVar[frozenset[str]] = frozenset()
+    grouping: ClassVar[str] = ITEMS
     encoder_output: ClassVar[str] = "global"
 
     def __init__(self, encoder: Encoder) -> None:
@@ -67,10 +69,12 @@ class Method(nn.Module):
                 "that key"
             ) from None
 
-    def batch_requirements(self) -> frozenset[str]:
-        """Batch fields this configured instance uses (some settings need more than
-        `requires`, which every configuration needs); loaders are chosen from it."""
-        return self.requires
+    @classmethod
+    def batch_spec(cls, config: Any) -> BatchSpec:
+        """The grouping and fields batches need under `config` (a validated `cls.Config`):
+        checked against the modality before any data is read, then handed to the modality,
+        whose loader draws the batches. Override where settings change them."""
+        return BatchSpec(cls.grouping, cls.requires)
 
     def inference_encoder(self) -> Encoder:
         """The encoder to evaluate and save (methods that average weights return the average)."""

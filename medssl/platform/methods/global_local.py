@@ -13,7 +13,7 @@ from torch import nn
 
 from medssl.platform.augment import AugmentConfig, ViewGenerator, sample_keys
 from medssl.platform.augment.intensity import intensity_augment
-from medssl.platform.batch import Batch
+from medssl.platform.batch import ITEMS, PARTITIONS, Batch, BatchSpec
 from medssl.platform.encoders.base import Encoder
 from medssl.platform.engine.distributed import gather_no_grad, gather_with_grad, rank
 from medssl.platform.losses.global_local import (
@@ -89,6 +89,7 @@ class GlobalContrast(_Validated):
 
     name: ClassVar[str] = "global_contrast"
     requires: ClassVar[frozenset[str]] = frozenset({"index", "subject", "partition"})
+    grouping: ClassVar[str] = PARTITIONS
     encoder_output: ClassVar[str] = "global"
 
     class Config(BaseModel):
@@ -251,11 +252,12 @@ class LocalContrast(_Validated):
         self.intensity = self.config.augment.augment_config()
         self.train()
 
-    def batch_requirements(self) -> frozenset[str]:
+    @classmethod
+    def batch_spec(cls, config: LocalContrast.Config) -> BatchSpec:
         """L_D contrasts same-partition slices of other volumes: it needs partition batches."""
-        if self.config.variant == "D":
-            return self.requires | {"subject", "partition"}
-        return self.requires
+        if config.variant == "D":
+            return BatchSpec(PARTITIONS, cls.requires | {"subject", "partition"})
+        return BatchSpec(ITEMS, cls.requires)
 
     def train(self, mode: bool = True) -> LocalContrast:
         super().train(mode)

@@ -15,7 +15,7 @@ from torch import nn
 
 from medssl.platform.augment.keyed import sample_keys
 from medssl.platform.augment.signal import SignalAugmentConfig, augment_signals
-from medssl.platform.batch import Batch
+from medssl.platform.batch import ITEMS, SUBJECT_PAIRS, Batch, BatchSpec
 from medssl.platform.encoders.base import Encoder
 from medssl.platform.engine.distributed import gather_no_grad, rank
 from medssl.platform.losses.koleo import koleo_loss
@@ -24,10 +24,6 @@ from medssl.platform.methods.base import Method, ema_update, projection_head
 from medssl.platform.registry import METHODS
 
 log = logging.getLogger("medssl")
-
-#: Not a Batch field: asks the pretraining loader for batches of subject pairs
-#: (`SubjectPairSampler`), items 2k and 2k + 1 two segments of one participant.
-SUBJECT_PAIRS = "subject_pairs"
 
 
 def pair_partners(subject: torch.Tensor, index: torch.Tensor) -> bool:
@@ -121,10 +117,12 @@ class ParticipantContrast(Method):
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self._warned = False
 
-    def batch_requirements(self) -> frozenset[str]:
-        if self.config.positives == "participant":
-            return self.requires | {SUBJECT_PAIRS}
-        return self.requires
+    @classmethod
+    def batch_spec(cls, config: ParticipantContrast.Config) -> BatchSpec:
+        """Participant positives need batches of subject pairs; segment positives do not."""
+        if config.positives == "participant":
+            return BatchSpec(SUBJECT_PAIRS, cls.requires)
+        return BatchSpec(ITEMS, cls.requires)
 
     def _views(self, x: torch.Tensor, index: torch.Tensor, view: int, fs: float) -> torch.Tensor:
         keys = sample_keys(index, self.seed, self.epoch, view)

@@ -14,13 +14,12 @@ Format::
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from medssl.platform.errors import DataError
+from medssl.platform.io import atomic_write_json
 
 
 def summarize(volumes: Mapping[str, Mapping[str, Any]], seconds: float) -> dict[str, Any]:
@@ -34,19 +33,6 @@ def summarize(volumes: Mapping[str, Mapping[str, Any]], seconds: float) -> dict[
         "ratio": slices_kept / slices_in if slices_in else 0.0,
         "seconds": float(seconds),
     }
-
-
-def atomic_write_json(path: str | Path, document: Mapping[str, Any]) -> None:
-    """Write JSON to a temporary file beside `path`, then rename it over `path`: a reader
-    sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(document, indent=1) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_kept_index(

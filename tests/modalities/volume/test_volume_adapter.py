@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 import medssl.modalities  # noqa: F401  (registers the adapters)
 from medssl.modalities.volume.adapter import VolumeModality, VolumePreprocessing
-from medssl.platform.batch import METADATA_FIELDS
+from medssl.platform.batch import batch_fields
 from medssl.platform.registry import MODALITIES
 
 
@@ -23,7 +23,7 @@ def test_registered_with_its_declarations() -> None:
     assert cls.provides == frozenset(
         {"subject", "spacing", "label", "mask", "index", "partition", "position"}
     )
-    assert cls.provides <= METADATA_FIELDS and cls.default_encoder == "unet"
+    assert cls.provides <= set(batch_fields()) and cls.default_encoder == "unet"
 
 
 def test_contract_is_json_and_complete() -> None:

@@ -17,7 +17,8 @@ from medssl.modalities.volume.geometry import (
     reorient,
     resample,
 )
-from medssl.modalities.volume.readers import Volume, read_volume
+from medssl.modalities.volume.readers import read_volume
+from medssl.modalities.volume.volume import Volume
 
 
 def _rotation(ax: float, ay: float, az: float) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Axial slice dataset and the volume-partition batch sampler: items, partitions, crops,
-kept-indices, the one-slice-per-partition rule, coverage, reproducibility, and a real CT."""
+"""Axial slices in reading orientation, the slice dataset and the volume-partition batch
+sampler: items, partitions, crops, kept-indices, the one-slice-per-partition rule, coverage,
+reproducibility, and a real CT."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from medssl.modalities.volume.prepared import PreparedVolumes
 from medssl.modalities.volume.slices import (
     SliceDataset,
     VolumePartitionSampler,
+    axial_slices,
     partition_of,
     partition_slice_loader,
 )
@@ -219,3 +221,36 @@ def test_real_ct_slices_and_masks(shared_data: Path, tmp_path: Path) -> None:
         assert int(item["partition"]) == z * 4 // 30
     assert sum(int((ds[z]["mask"] > 0).any()) for z in range(30)) > 10  # organs in most slices
     assert ds[13]["x"].min() < -500 and ds[13]["x"].max() > 200  # air and bone in HU
+
+
+# ----------------------------------------------------------------------------- axial_slices
+
+
+def _coords(shape: tuple[int, int, int]) -> np.ndarray:
+    x, y, z = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    return (100 * x + 10 * y + z).astype(np.float32)
+
+
+def test_axial_slices_of_ras_show_anterior_up_and_patient_right_left() -> None:
+    image = _coords((4, 3, 5))  # x -> Right, y -> Anterior, z -> Superior
+    slices, axis, positions = axial_slices(image, "RAS")
+    assert axis == 2 and positions == [0, 1, 2, 3, 4] and slices.shape == (5, 3, 4)
+    for j in range(5):
+        for r in range(3):
+            for c in range(4):
+                assert slices[j, r, c] == image[3 - c, 2 - r, j]
+
+
+def test_the_same_body_in_lps_or_lpi_gives_the_same_slices() -> None:
+    ras = _coords((4, 3, 5))
+    expected, _, _ = axial_slices(ras, "RAS")
+    lps = np.ascontiguousarray(ras[::-1, ::-1, :])
+    slices, _, positions = axial_slices(lps, "LPS")
+    assert torch.equal(slices, expected) and positions == [0, 1, 2, 3, 4]
+    lpi = np.ascontiguousarray(lps[:, :, ::-1])
+    slices, axis, positions = axial_slices(lpi, "LPI")
+    assert torch.equal(slices, expected)
+    assert axis == 2 and positions == [4, 3, 2, 1, 0]  # index along the axis, inferior first
+    sra = np.ascontiguousarray(np.transpose(ras, (2, 0, 1)))
+    slices, axis, _ = axial_slices(sra, "SRA")
+    assert torch.equal(slices, expected) and axis == 0

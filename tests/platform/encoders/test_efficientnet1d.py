@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from medssl.platform.encoders import build_encoder, encoder_from_architecture
 from medssl.platform.encoders.efficientnet1d import EfficientNet1DEncoder, _MBConv
 from medssl.platform.encoders.factory import architecture_of
+from medssl.platform.errors import ConfigError
 from medssl.platform.registry import ENCODERS
 
 SMALL = {"feature_dim": 24, "width": 0.25, "depth": 0.34}
@@ -175,11 +176,11 @@ def test_nan_input_is_refused_with_the_reason() -> None:
     ("options", "match"),
     [
         ({"spatial_dims": 2}, "spatial_dims must be 1, got 2"),
-        ({"feature_dim": 0}, "feature_dim must be a positive integer, got 0"),
-        ({"width": -1.0}, "width must be a positive multiplier, got -1.0"),
-        ({"depth": float("nan")}, "depth must be a positive multiplier"),
-        ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
-        ({"stochastic_depth": -0.1}, r"stochastic_depth must be in \[0, 1\)"),
+        ({"feature_dim": 0}, r"encoder.kwargs.feature_dim: .*greater than or equal to 1, got 0"),
+        ({"width": -1.0}, r"encoder.kwargs.width: .*greater than 0, got -1.0"),
+        ({"depth": float("nan")}, r"encoder.kwargs.depth: .*finite number, got nan"),
+        ({"dropout": 1.0}, r"encoder.kwargs.dropout: .*less than 1, got 1.0"),
+        ({"stochastic_depth": -0.1}, r"encoder.kwargs.stochastic_depth: .*got -0.1"),
     ],
 )
 def test_bad_arguments_name_the_value(options: dict, match: str) -> None:
@@ -194,5 +195,5 @@ def test_bad_input_shapes_are_refused() -> None:
         enc(_series(2, 1, 40))
     with pytest.raises(ValueError, match="at least 16 steps, got 15"):
         enc(_series(2, 2, 15))
-    with pytest.raises(ValueError, match="does not take kernel"):
+    with pytest.raises(ConfigError, match="encoder.kwargs.kernel: encoder 'efficientnet1d' has no"):
         build_encoder("efficientnet1d", spatial_dims=1, in_channels=1, kernel=3)

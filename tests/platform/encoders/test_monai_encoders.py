@@ -13,10 +13,13 @@ from monai.networks.nets import BasicUNet, SegResNet, SwinUNETR
 from medssl.platform.encoders import (
     Encoder,
     SegmentationNet,
+    UNetEncoder,
     architecture_of,
     build_encoder,
     encoder_from_architecture,
+    encoder_options,
 )
+from medssl.platform.errors import ConfigError
 from medssl.platform.registry import ENCODERS
 
 # Tiny configurations so that every test runs in about a second on two CPU cores.
@@ -199,25 +202,67 @@ def test_resnet_feature_dim_follows_depth_and_width() -> None:
 
 
 def test_unknown_options_and_names_are_clear_errors() -> None:
-    with pytest.raises(ValueError, match=r"does not take featurs; allowed options: features, act"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^encoder.kwargs.featurs: encoder 'unet' has no such option; remove it or use one "
+        r"of: features, act, norm, bias, dropout, upsample$",
+    ):
         build_encoder("unet", 3, 1, featurs=[1, 2])
-    with pytest.raises(ValueError, match=r"unknown encoder 'vnet'; available: .*unet"):
+    with pytest.raises(
+        ConfigError, match=r"^encoder.name: unknown encoder 'vnet'; available: .*unet"
+    ):
         build_encoder("vnet", 3, 1)
+    with pytest.raises(ConfigError, match=r"^encoder.spatial_dims: unet takes spatial_dims 2 or 3"):
+        build_encoder("unet", 1, 1)
 
 
 @pytest.mark.parametrize(
     ("name", "kwargs", "message"),
     [
-        ("unet", {"features": [4, 8, 8, 16, 16]}, r"features must be 6 positive integers, got \[4"),
-        ("segresnet", {"init_filters": 12}, r"num_groups=8, got 12"),
-        ("segresnet", {"blocks_up": [1]}, r"blocks_up must be 3 positive integers, got \[1\]"),
-        ("swinunetr", {"feature_size": 10}, r"multiple of 12, got 10"),
-        ("resnet", {"depth": 11}, r"depth must be one of .*got 11"),
+        ("unet", {"features": [4, 8, 8, 16, 16]}, r"features: .*at least 6 items.*got \[4"),
+        ("unet", {"features": [4, 8, 8, 16, 16, True]}, r"features\[5\]: .*integer, got True"),
+        ("unet", {"act": "relux"}, r"act: unknown activation; MONAI knows .*got 'relux'"),
+        ("unet", {"norm": 3}, r"norm: must be a name or \[name, \{args\}\], got 3"),
+        ("segresnet", {"init_filters": 12}, r"init_filters: .*num_groups=8, got 12"),
+        (
+            "segresnet",
+            {"blocks_up": [1]},
+            r"blocks_up: .*3 for blocks_down=\[1, 2, 2, 4\], got \[1\]",
+        ),
+        ("swinunetr", {"feature_size": 10}, r"feature_size: .*multiple of 12, got 10"),
+        ("swinunetr", {"num_heads": [5, 6, 12, 24]}, r"num_heads: num_heads\[0\]=5 must divide"),
+        ("resnet", {"depth": 11}, r"depth: must be one of .*got 11"),
+        ("resnet", {"widen_factor": 0.001}, r"widen_factor: .*at least 1 channel"),
     ],
 )
-def test_bad_arguments_name_the_value(name: str, kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_bad_arguments_name_the_key_and_value(name: str, kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^encoder\.kwargs\.{message}.*encoder '{name}'"):
         build_encoder(name, 3, 1, **kwargs)
+
+
+def test_options_monai_refuses_inside_a_valid_value_name_the_encoder() -> None:
+    with pytest.raises(ConfigError, match=r"^encoder\.kwargs: encoder 'unet' could not be built"):
+        build_encoder("unet", 3, 1, act=["LeakyReLU", {"slope": 1}])
+
+
+def test_the_constructor_takes_keywords_or_a_config() -> None:
+    by_keywords = UNetEncoder(spatial_dims=2, in_channels=1, **TINY["unet"])
+    config = UNetEncoder.Config(features=(4, 8, 8, 16, 16, 8))
+    by_config = UNetEncoder(spatial_dims=2, in_channels=1, config=config)
+    assert by_keywords.config == by_config.config == UNetEncoder.validate_config(TINY["unet"])
+    assert by_keywords.init_kwargs == by_config.init_kwargs
+    assert by_keywords.init_kwargs["features"] == [4, 8, 8, 16, 16, 8]  # JSON: lists, not tuples
+    with pytest.raises(ValueError, match=r"encoder.kwargs.dropout: .*got 2.0"):
+        UNetEncoder(spatial_dims=2, in_channels=1, dropout=2.0)
+    with pytest.raises(TypeError, match="not both"):
+        UNetEncoder(spatial_dims=2, in_channels=1, config=config, dropout=0.1)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_config_fields_are_the_options_and_the_saved_kwargs(name: str) -> None:
+    encoder, _ = make(name, 2)
+    fields = list(type(encoder).Config.model_fields)
+    assert encoder_options(name) == fields == list(architecture_of(encoder)["kwargs"])
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from medssl.platform.encoders import build_encoder, encoder_from_architecture
 from medssl.platform.encoders.factory import architecture_of
 from medssl.platform.encoders.ts2vec import masked_max_pool, masked_mean_pool, series_steps
 from medssl.platform.encoders.tsai import TsaiEncoder
+from medssl.platform.errors import ConfigError
 
 pytest.importorskip("tsai", reason="the tsai backbones need the timeseries extra")
 
@@ -71,20 +72,24 @@ def test_tst_pads_short_series_and_masks_the_padding() -> None:
     assert long.dense is not None
     torch.testing.assert_close(long.dense[..., :20], short.dense, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(long.global_features, short.global_features, atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="seq_len=32"):
+    with pytest.raises(ConfigError, match="^encoder.kwargs.seq_len: .*seq_len=32 steps, got 40"):
         enc(_series(2, 2, 40))
 
 
 def test_bad_options_raise_clear_errors() -> None:
-    with pytest.raises(ValueError, match="needs seq_len"):
+    with pytest.raises(ConfigError, match="^encoder.kwargs.seq_len: encoder 'tst_plus' needs"):
         build_encoder("tst_plus", spatial_dims=1, in_channels=1)
-    with pytest.raises(ValueError, match="max_seq_len"):
+    with pytest.raises(ConfigError, match="^encoder.kwargs.max_seq_len: is set by the encoder"):
         build_encoder("tst_plus", spatial_dims=1, in_channels=1, seq_len=8, max_seq_len=4)
-    with pytest.raises(ValueError, match="could not build tsai ResNetPlus"):
+    with pytest.raises(ConfigError, match="^encoder.kwargs.c_in: .*remove it"):
+        build_encoder("resnet_plus", spatial_dims=1, in_channels=1, c_in=3)
+    with pytest.raises(ConfigError, match="^encoder.kwargs: .*could not build tsai ResNetPlus"):
         build_encoder("resnet_plus", spatial_dims=1, in_channels=1, no_such_option=3)
-    with pytest.raises(ValueError, match="pooling"):
+    with pytest.raises(ConfigError, match="^encoder.kwargs.pooling: .*got 'median'"):
         build_encoder("resnet_plus", spatial_dims=1, in_channels=1, pooling="median")
-    with pytest.raises(ValueError, match="spatial_dims must be 1"):
+    with pytest.raises(ConfigError, match="^encoder.kwargs.seq_len: .*got 0"):
+        build_encoder("resnet_plus", spatial_dims=1, in_channels=1, seq_len=0)
+    with pytest.raises(ConfigError, match="^encoder.spatial_dims: .*spatial_dims must be 1"):
         build_encoder("inception_time_plus", spatial_dims=2, in_channels=1)
 
 

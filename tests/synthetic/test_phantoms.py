@@ -14,12 +14,14 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from medssl.modalities.volume import phantoms
-from medssl.modalities.volume.phantoms import (
+from medssl.synthetic import (
     HU_RANGES,
     LABEL_MAP,
     PATIENT_NAME,
+    cohort,
     generate_phantom,
+    mr_from_ct,
+    subject_seed,
     write_cohort,
     write_dicom_series,
     write_nifti,
@@ -211,7 +213,7 @@ def test_cohort_subjects_match_their_generated_phantoms(tmp_path: Path) -> None:
     manifest = write_cohort(tmp_path, 3, seed=9, dicom_subjects=1)
     rows = _manifest_rows(manifest)
     for index, row in enumerate(rows):
-        image, labels, affine = generate_phantom(phantoms._subject_seed(9, index))
+        image, labels, affine = generate_phantom(subject_seed(9, index))
         mask = nib.load(tmp_path / row["label"])
         assert np.array_equal(np.asanyarray(mask.dataobj), labels)
         if index == 0:
@@ -235,7 +237,7 @@ def test_interrupted_cohort_leaves_no_manifest(tmp_path: Path, monkeypatch) -> N
             raise KeyboardInterrupt
         return generate_phantom(seed, **kwargs)
 
-    monkeypatch.setattr(phantoms, "generate_phantom", failing)
+    monkeypatch.setattr(cohort, "generate_phantom", failing)
     with pytest.raises(KeyboardInterrupt):
         write_cohort(tmp_path, 2, seed=0)
     assert not (tmp_path / "manifest.csv").exists()
@@ -255,15 +257,13 @@ def test_volume_adapter_reads_the_cohort_back(tmp_path: Path) -> None:
     records = VolumeModality().scan(manifest)
     assert [r.subject_id for r in records] == ["phantom_000", "phantom_001"]
     for index, record in enumerate(records):
-        image, labels, affine = generate_phantom(phantoms._subject_seed(1, index))
+        image, labels, affine = generate_phantom(subject_seed(1, index))
         scan, mask = read_volume(record.image), read_volume(record.mask)
         assert np.array_equal(scan.array, image) and np.array_equal(mask.array, labels)
         assert np.allclose(scan.affine, affine, atol=1e-4)
 
 
 def test_mr_phantoms_keep_the_anatomy_with_t1_contrast(tmp_path: Path) -> None:
-    from medssl.modalities.volume.phantoms import mr_from_ct
-
     hu, labels, _ = generate_phantom(5)
     mr = mr_from_ct(hu, 5)
     assert mr.dtype == np.int16 and mr.shape == hu.shape

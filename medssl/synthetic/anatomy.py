@@ -1,5 +1,5 @@
-"""Synthetic abdominal CT phantoms, written as real NIfTI files and DICOM series, so that
-`medssl demo` and the tests have a labelled dataset without downloading anything.
+"""The anatomy of a synthetic abdominal CT phantom: organs, bone and tissue HU drawn from a
+seed (`generate_phantom`), and the same anatomy with a T1-weighted MR contrast (`mr_from_ct`).
 
 Each phantom is deterministic in its seed. Label map (one label for both kidneys):
 
@@ -21,35 +21,18 @@ as in a NIfTI converted from an axial DICOM series.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
-    CTImageStorage,
-    ExplicitVRLittleEndian,
-    generate_uid,
-)
-from pydicom.valuerep import format_number_as_ds
 from scipy import ndimage
 
 #: Label value -> structure name, as written to `labels.json`.
 LABEL_MAP: dict[int, str] = {0: "background", 1: "liver", 2: "kidneys", 3: "spleen", 4: "spine"}
 #: Label value -> (low, high) bound of the median HU of that label's region.
 HU_RANGES: dict[int, tuple[float, float]] = {1: (50, 70), 2: (30, 40), 3: (40, 50), 4: (400, 1000)}
-PATIENT_NAME = "PHANTOM^SYNTHETIC"
-_RESCALE_INTERCEPT = -1024
-_LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
-_UID_SALT = "medssl-phantom-v1"
+#: The HU a phantom image holds: what 12 stored bits with RescaleIntercept -1024 can carry.
+HU_LIMITS: tuple[int, int] = (-1024, 3071)
 
 
 @dataclass(frozen=True)
@@ -297,136 +280,8 @@ def generate_phantom(
     hu = ndimage.gaussian_filter(hu, sigma=(0.45, 0.45, 0.3))
     noise = ndimage.gaussian_filter(rng.standard_normal(subject.shape, dtype=np.float32), 0.6)
     hu += noise * np.float32(subject.noise / max(float(noise.std()), 1e-6))
-    image = np.clip(np.rint(hu), _RESCALE_INTERCEPT, 3071).astype(np.int16)
+    image = np.clip(np.rint(hu), *HU_LIMITS).astype(np.int16)
     return image, labels, affine
-
-
-def write_nifti(path: str | Path, image: np.ndarray, affine: np.ndarray) -> Path:
-    """Write `image` (its dtype kept: int16 HU, uint8 labels) with a scanner-space affine,
-    through a temporary file so that a killed run never leaves a truncated volume."""
-    path, image = Path(path), np.asarray(image)
-    if image.ndim != 3:
-        raise ValueError(f"image must be 3-D (X, Y, Z), got shape {image.shape}")
-    nifti = nib.Nifti1Image(image, np.asarray(affine, dtype=np.float64))
-    nifti.header.set_xyzt_units("mm")
-    nifti.set_qform(affine, code=1)
-    nifti.set_sform(affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{''.join(path.suffixes[-2:])}")
-    nib.save(nifti, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def _uid(seed: int, *parts: object) -> str:
-    return str(generate_uid(entropy_srcs=[_UID_SALT, str(seed), *map(str, parts)]))
-
-
-def _ds(value: float) -> str:
-    return format_number_as_ds(float(value))
-
-
-def _series_geometry(affine: np.ndarray) -> tuple[list[float], list[float], float]:
-    """(ImageOrientationPatient, PixelSpacing, SliceThickness) of a RAS affine whose first two
-    voxel axes span each slice."""
-    columns = _LPS_FROM_RAS @ np.asarray(affine, dtype=np.float64)[:3, :3]
-    sizes = np.linalg.norm(columns, axis=0)
-    if np.any(sizes <= 0):
-        raise ValueError(f"affine has a zero-length voxel axis: {affine.tolist()}")
-    row_dir, col_dir = columns[:, 0] / sizes[0], columns[:, 1] / sizes[1]
-    orientation = [*row_dir.tolist(), *col_dir.tolist()]
-    # PixelSpacing is (between rows, between columns): rows step along the second voxel axis.
-    return orientation, [float(sizes[1]), float(sizes[0])], float(sizes[2])
-
-
-def _slice_dataset(
-    image_hu: np.ndarray, affine: np.ndarray, k: int, uids: dict[str, str], patient_id: str
-) -> Dataset:
-    orientation, pixel_spacing, thickness = _series_geometry(affine)
-    position = _LPS_FROM_RAS @ (affine[:3, :3] @ [0.0, 0.0, k] + affine[:3, 3])
-    normal = np.cross(orientation[:3], orientation[3:])
-    sop_uid = uids["sop"]
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop_uid
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = uids["study"], uids["series"]
-    ds.FrameOfReferenceUID = uids["frame"]
-    ds.Modality, ds.ImageType = "CT", ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.PatientName, ds.PatientID = PATIENT_NAME, patient_id
-    ds.PatientBirthDate, ds.PatientSex, ds.PatientPosition = "", "O", "HFS"
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20000101"
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
-    ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID = "", "", "1"
-    ds.Manufacturer, ds.SeriesDescription = "medssl", "synthetic abdominal CT phantom"
-    ds.SeriesNumber, ds.AcquisitionNumber, ds.InstanceNumber = 1, 1, k + 1
-    ds.ImagePositionPatient = [_ds(v) for v in position]
-    ds.ImageOrientationPatient = [_ds(v) for v in orientation]
-    ds.PixelSpacing = [_ds(v) for v in pixel_spacing]
-    ds.SliceThickness = _ds(thickness)
-    ds.SliceLocation = _ds(float(np.dot(normal, position)))
-    ds.PositionReferenceIndicator, ds.KVP = "", "120"
-    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = _RESCALE_INTERCEPT, 1, "HU"
-    ds.WindowCenter, ds.WindowWidth = 40, 400
-    stored = np.clip(image_hu[:, :, k].astype(np.int32) - _RESCALE_INTERCEPT, 0, 4095)
-    pixels = np.ascontiguousarray(stored.T.astype(np.uint16))  # (rows = Y, columns = X)
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.tobytes()
-    return ds
-
-
-def write_dicom_series(
-    folder: str | Path,
-    image_hu: np.ndarray,
-    affine: np.ndarray,
-    *,
-    series_uid: str | None = None,
-    seed: int,
-    patient_id: str | None = None,
-) -> Path:
-    """Write one CT Image Storage file per slice (explicit VR little endian, stored value =
-    HU + 1024 in 12 bits, so HU outside [-1024, 3071] is clipped), positioned in LPS from the
-    RAS `affine`.
-
-    UIDs derive from `seed` (and `series_uid`), so a rewrite gives identical files. Files are
-    named by SOPInstanceUID, not by slice order: a reader has to sort by position. The folder
-    is filled beside its final name and renamed into place.
-    """
-    folder = Path(folder)
-    image_hu = np.asarray(image_hu)
-    if image_hu.ndim != 3 or np.asarray(affine).shape != (4, 4):
-        raise ValueError(
-            f"need a 3-D image and a 4x4 affine, got shapes {image_hu.shape} and "
-            f"{np.asarray(affine).shape}"
-        )
-    series = series_uid or _uid(seed, "series")
-    uids = {"study": _uid(seed, "study"), "series": series, "frame": _uid(seed, "frame")}
-    staging = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for k in range(image_hu.shape[2]):
-        uids["sop"] = _uid(seed, series, "slice", k)
-        ds = _slice_dataset(
-            image_hu,
-            np.asarray(affine, dtype=np.float64),
-            k,
-            uids,
-            patient_id or f"PHANTOM-{seed:04d}",
-        )
-        ds.save_as(staging / f"{uids['sop']}.dcm", enforce_file_format=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(staging, folder)
-    return folder
-
-
-def _subject_seed(seed: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
 #: HU -> T1-weighted signal knots for `mr_from_ct`: air dark, fat bright, fluid darker than
@@ -452,78 +307,3 @@ def mr_from_ct(hu: np.ndarray, seed: int) -> np.ndarray:
     real = signal + rng.normal(0.0, sigma, hu.shape).astype(np.float32)
     imaginary = rng.normal(0.0, sigma, hu.shape).astype(np.float32)
     return np.round(1000.0 * np.sqrt(real**2 + imaginary**2)).astype(np.int16)
-
-
-def write_cohort(
-    folder: str | Path,
-    n_subjects: int = 8,
-    *,
-    seed: int = 0,
-    dicom_subjects: int = 1,
-    modality: str = "ct",
-) -> Path:
-    """Write a labelled phantom cohort and return its manifest (`manifest.csv`). With
-    `modality="mr"` the images are T1-weighted-looking MR (`mr_from_ct`), same anatomy.
-
-    Layout: `imagesTr/<id>.nii.gz` (int16 HU), `labelsTr/<id>.nii.gz` (uint8, `LABEL_MAP`),
-    `dicom/<id>/` (a DICOM series instead of the NIfTI image, for the first `dicom_subjects`),
-    `labels.json`, and `manifest.csv` with columns subject_id,image,label (label = mask path,
-    relative to the manifest). The manifest is removed first and written last, so it never
-    lists a file that is missing.
-
-    Example:
-        >>> manifest = write_cohort(tmp_path / "phantoms", n_subjects=2)  # doctest: +SKIP
-    """
-    if n_subjects < 1:
-        raise ValueError(f"n_subjects must be at least 1, got {n_subjects}")
-    if not 0 <= dicom_subjects <= n_subjects:
-        raise ValueError(f"dicom_subjects must be in [0, {n_subjects}], got {dicom_subjects}")
-    if modality not in ("ct", "mr"):
-        raise ValueError(f"modality must be 'ct' or 'mr', got {modality!r}")
-    if modality == "mr" and dicom_subjects:
-        raise ValueError("MR phantoms are written as NIfTI only; set dicom_subjects=0")
-    root = Path(folder)
-    root.mkdir(parents=True, exist_ok=True)
-    manifest = root / "manifest.csv"
-    manifest.unlink(missing_ok=True)
-    rows = []
-    for index in range(n_subjects):
-        subject_id = f"phantom_{index:03d}"
-        subject_seed = _subject_seed(seed, index)
-        image, labels, affine = generate_phantom(subject_seed)
-        if modality == "mr":
-            image = mr_from_ct(image, subject_seed)
-        label_ref = f"labelsTr/{subject_id}.nii.gz"
-        write_nifti(root / label_ref, labels, affine)
-        if index < dicom_subjects:
-            image_ref = f"dicom/{subject_id}"
-            write_dicom_series(
-                root / image_ref,
-                image,
-                affine,
-                seed=subject_seed,
-                patient_id=f"PHANTOM-{index + 1:04d}",
-            )
-        else:
-            image_ref = f"imagesTr/{subject_id}.nii.gz"
-            write_nifti(root / image_ref, image, affine)
-        rows.append({"subject_id": subject_id, "image": image_ref, "label": label_ref})
-    _write_atomic(
-        root / "labels.json", json.dumps({str(k): v for k, v in LABEL_MAP.items()}, indent=2) + "\n"
-    )
-    _write_atomic(manifest, _csv_text(rows))
-    return manifest
-
-
-def _csv_text(rows: list[dict[str, str]]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=["subject_id", "image", "label"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
