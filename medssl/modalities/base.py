@@ -186,10 +186,7 @@ class Modality(ABC):
         """Refuse, before any data is read, settings this adapter cannot run `stages` with
         (ConfigError naming the key). Adapters with such constraints override it."""
         if "reduce" in stages and not self.reducible:
-            raise ConfigError(
-                f"stages: 'reduce' selects slices of volumes, and modality '{self.name}' has "
-                "none; remove 'reduce' from stages"
-            )
+            raise self._no_slices()
 
     def check_batches(self, method: str, spec: BatchSpec, key: str) -> None:
         """Refuse a method whose batches this adapter cannot serve: CompatibilityError naming
@@ -230,7 +227,10 @@ class Modality(ABC):
     def slices_for_reduction(self, prepared: Any, index: int) -> tuple[Any, int, list[int]]:
         """(slices (n, rows, cols), axis, positions) of record `index` in physical order, for
         dataset reduction; adapters with `reducible` implement it."""
-        raise ConfigError(
+        raise self._no_slices()
+
+    def _no_slices(self) -> ConfigError:
+        return ConfigError(
             f"stages: 'reduce' selects slices of volumes, and modality '{self.name}' has none; "
             "remove 'reduce' from stages"
         )

@@ -24,6 +24,11 @@ from medssl.platform.batch import ITEMS, PARTITIONS, SUBJECT_PAIRS
 from medssl.platform.errors import ConfigError
 from medssl.platform.registry import MODALITIES
 
+#: Why a reduction's kept slices cannot feed a 3-D encoder.
+ONLY_SLICES_REDUCE = (
+    "stages: 'reduce' keeps slices, which only 2-D encoders train on; set "
+    "encoder.spatial_dims=2 or remove 'reduce' from stages"
+)
 #: Batch fields volumes serve only as slices (2-D encoders).
 SLICE_FIELDS = frozenset({"partition", "position"})
 
@@ -142,10 +147,7 @@ class VolumeModality(Modality):
     def check_run(self, stages: Sequence[str]) -> None:
         """Settings a 2-D encoder on volumes needs, and the stages that need one."""
         if {"reduce", "pretrain"} <= set(stages) and not self.serves_parts:
-            raise ConfigError(
-                "stages: 'reduce' keeps slices, which only 2-D encoders pretrain on; set "
-                "encoder.spatial_dims=2 or remove 'reduce' from stages"
-            )
+            raise ConfigError(ONLY_SLICES_REDUCE)
         if not self.serves_parts:
             return
         prep = self.preprocessing
@@ -201,10 +203,7 @@ class VolumeModality(Modality):
                 with_mask=purpose == "segmentation",
             )
         if kept is not None:
-            raise ConfigError(
-                "stages: 'reduce' keeps slices, which only 2-D encoders train on; set "
-                "encoder.spatial_dims=2 or remove 'reduce' from stages"
-            )
+            raise ConfigError(ONLY_SLICES_REDUCE)
         return VolumeDataset(
             prepared,
             indices,
