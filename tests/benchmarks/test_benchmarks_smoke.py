@@ -147,3 +147,22 @@ def test_trend_head_quick(tmp_path: Path) -> None:
         assert case["speedup_medssl_over_separate"] == pytest.approx(
             case["separate"]["median_s"] / case["medssl"]["median_s"]
         )
+
+
+@pytest.mark.slow
+def test_lvmmed_quick(tmp_path: Path) -> None:
+    result = _run("lvmmed.py", tmp_path / "lvmmed.json")
+    _check_environment(result)
+    assert result["benchmark"] == "lvmmed"
+    assert [run["batch"] for run in result["runs"]] == result["parameters"]["batches"]
+    for run in result["runs"]:
+        for impl in ("backbone", "lvmmed", "matching_batched", "matching_loop"):
+            timing = run[impl]
+            assert timing["median_s"] == sorted(timing["times_s"])[len(timing["times_s"]) // 2]
+        back = run["backbone"]["median_s"]
+        assert run["matching_fraction_of_backbone"] == pytest.approx(
+            (run["lvmmed"]["median_s"] - back) / back
+        )
+        assert run["speedup_batched_over_loop"] == pytest.approx(
+            run["matching_loop"]["median_s"] / run["matching_batched"]["median_s"]
+        )

@@ -126,6 +126,44 @@ def affine_from_box(
     return torch.cat([linear.flip(1).flip(2), centre.flip(1)[:, :, None]], dim=2)
 
 
+def cell_centres(theta: torch.Tensor, grid_size: tuple[int, ...]) -> torch.Tensor:
+    """Where the cell centres of a feature map over each view lie in the original input.
+
+    A view of shape (*spatial) encoded to a map of `grid_size` cells tiles the view evenly, so
+    cell centres sit at the pixel centres of a `grid_size` image of the view; the view's
+    `affine_grid` matrix carries them (crop, zoom, flips and rotation) into the input.
+
+    Args:
+        theta: (B, n, n + 1) the views' `affine_grid` matrices (`ViewGeometry.theta`).
+        grid_size: the feature map's spatial size, n entries.
+
+    Returns:
+        (B, prod(grid_size), n) coordinates in [0, 1] of the input (axis order of the input,
+        0 the first pixel's outer edge, 1 the last pixel's); cells in row-major order, as
+        ``feature_map.flatten(2)`` orders them.
+
+    Example:
+        >>> box = torch.tensor([[0.0, 0.0, 0.5, 0.5]])
+        >>> theta = affine_from_box(box, torch.zeros(1, 2, dtype=torch.bool),
+        ...                         torch.eye(2)[None], (8, 8))
+        >>> cell_centres(theta, (2, 2))[0]
+        tensor([[0.1250, 0.1250],
+                [0.1250, 0.3750],
+                [0.3750, 0.1250],
+                [0.3750, 0.3750]])
+    """
+    n = theta.shape[1]
+    if theta.ndim != 3 or theta.shape[2] != n + 1 or len(grid_size) != n:
+        raise ValueError(
+            f"cell_centres needs theta (B, n, n + 1) and n grid sides; got theta "
+            f"{tuple(theta.shape)} and grid {tuple(grid_size)}"
+        )
+    work = torch.float64 if theta.dtype == torch.float64 else torch.float32
+    shape = [theta.shape[0], 1, *grid_size]
+    grid = F.affine_grid(theta.to(work), shape, align_corners=False)  # (B, *grid, n) x,y[,z]
+    return (grid.flip(-1).reshape(theta.shape[0], -1, n) + 1.0) / 2.0
+
+
 def warp(
     x: torch.Tensor,
     theta: torch.Tensor,

@@ -13,7 +13,7 @@ import torch
 from medssl.platform.augment.config import AugmentConfig
 from medssl.platform.augment.intensity import intensity_augment
 from medssl.platform.augment.keyed import sample_keys
-from medssl.platform.augment.spatial import ViewGeometry, sample_geometry, warp
+from medssl.platform.augment.spatial import ViewGeometry, cell_centres, sample_geometry, warp
 from medssl.platform.batch import Batch
 
 
@@ -27,6 +27,11 @@ class Views:
     @property
     def crop_box(self) -> torch.Tensor:
         return self.geometry.box
+
+    def cell_centres(self, grid_size: tuple[int, ...]) -> torch.Tensor:
+        """(B, cells, n) original-input coordinates in [0, 1] of the cell centres of a
+        `grid_size` feature map over these views (see `spatial.cell_centres`)."""
+        return cell_centres(self.geometry.theta, grid_size)
 
 
 class ViewGenerator:
