@@ -31,16 +31,8 @@ from scipy.optimize import linear_sum_assignment
 from medssl.platform.batch import Batch
 from medssl.platform.encoders import build_encoder
 from medssl.platform.encoders.monai_common import global_pool
-from medssl.platform.losses.lvmmed import (
-    edge_affinity,
-    group_rows,
-    knn_graph,
-    local_affinity,
-    normalised_adjacency,
-    vertex_affinity,
-)
 from medssl.platform.methods.lvmmed import LVMMed
-from medssl.platform.solvers import hamming_loss, imle_qap
+from medssl.platform.solvers import hamming_loss
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,39 +108,22 @@ class _LoopIMLE(torch.autograd.Function):
         return as_t(d_unary), as_t(d_quadratic), None
 
 
-def _matching_batched(method: LVMMed, maps: torch.Tensor, z: torch.Tensor, cells: torch.Tensor):
-    cfg, n = method.config, method.config.group_size
-    z_s, z_t = (group_rows(half, n) for half in z.chunk(2))
-    a_s, a_t = knn_graph(z_s, cfg.k), knn_graph(z_t, cfg.k)
-    assert method.gcn is not None
-    z_s, z_t = method.gcn(z_s, normalised_adjacency(a_s)), method.gcn(z_t, normalised_adjacency(a_t))
-    m_s, m_t = (group_rows(half, n) for half in maps.chunk(2))
-    c_s, c_t = (group_rows(half, n) for half in cells.chunk(2))
-    local = local_affinity(m_s, m_t, c_s, c_t, keep=cfg.local_keep)
-    unary = vertex_affinity(z_s, z_t, local, cfg.alpha)
-    quadratic = edge_affinity(z_s, z_t, a_s, a_t)
-    v = imle_qap(unary.float(), quadratic.float(), lam=cfg.imle_lambda, noise=False,
-                 solver_kwargs=cfg.solver)
+def _matching_batched(method: LVMMed, cells: torch.Tensor, z: torch.Tensor, centres: torch.Tensor):
+    parts = method.graph_affinities(z, cells, centres)
+    v = method.match(parts["unary"], parts["quadratic"], torch.arange(z.shape[0] // 2))
     return hamming_loss(v)
 
 
-def _matching_loop(method: LVMMed, maps: torch.Tensor, z: torch.Tensor, cells: torch.Tensor):
-    cfg, n = method.config, method.config.group_size
-    z_s, z_t = (group_rows(half, n) for half in z.chunk(2))
-    m_s, m_t = (group_rows(half, n) for half in maps.chunk(2))
-    c_s, c_t = (group_rows(half, n) for half in cells.chunk(2))
-    losses = []
-    assert method.gcn is not None
+def _matching_loop(method: LVMMed, cells: torch.Tensor, z: torch.Tensor, centres: torch.Tensor):
+    """The same affinities one graph at a time, each QAP solved on the host with IPFP."""
+    n, half = method.config.group_size, z.shape[0] // 2
     eye = torch.eye(n, device=z.device)
-    for g in range(z_s.shape[0]):
-        zs, zt = z_s[g : g + 1], z_t[g : g + 1]
-        a_s, a_t = knn_graph(zs, cfg.k), knn_graph(zt, cfg.k)
-        zs, zt = method.gcn(zs, normalised_adjacency(a_s)), method.gcn(zt, normalised_adjacency(a_t))
-        local = local_affinity(m_s[g : g + 1], m_t[g : g + 1], c_s[g : g + 1], c_t[g : g + 1],
-                               keep=cfg.local_keep)
-        unary = vertex_affinity(zs, zt, local, cfg.alpha)[0]
-        quadratic = edge_affinity(zs, zt, a_s, a_t)[0]
-        v = _LoopIMLE.apply(unary.float(), quadratic.float(), cfg.imle_lambda)
+    losses = []
+    for start in range(0, half - n + 1, n):
+        rows = torch.cat([torch.arange(start, start + n), torch.arange(half + start, half + start + n)])
+        parts = method.graph_affinities(z[rows], cells[rows], centres[rows])
+        unary = parts["unary"][0].float() - method.config.margin * eye  # as LVMMed.match
+        v = _LoopIMLE.apply(unary, parts["quadratic"][0].float(), method.config.imle_lambda)
         losses.append((v * (1 - eye) + eye * (1 - v)).sum())
     return torch.stack(losses).mean()
 
@@ -174,17 +149,17 @@ def run_batch(args: argparse.Namespace, batch_size: int, device: torch.device) -
         view_s, view_t = method._views(batch)
         maps = method.encoder.encode(torch.cat([view_s.images, view_t.images]))[0]
         grid = tuple(maps.shape[2:])
-        cells = torch.cat([view_s.cell_centres(grid), view_t.cell_centres(grid)])
+        centres = torch.cat([view_s.cell_centres(grid), view_t.cell_centres(grid)])
         flat = maps.flatten(2).transpose(1, 2).contiguous()
         z0 = method.projector(global_pool(maps))
     z = z0.clone().requires_grad_(True)
-    feature_maps = flat.clone().requires_grad_(True)
+    cells = flat.clone().requires_grad_(True)
 
     def batched() -> None:
-        _matching_batched(method, feature_maps, z, cells).backward()
+        _matching_batched(method, cells, z, centres).backward()
 
     def loop() -> None:
-        _matching_loop(method, feature_maps, z, cells).backward()
+        _matching_loop(method, cells, z, centres).backward()
 
     fns = {"backbone": backbone, "lvmmed": full, "matching_batched": batched}
     if batch_size <= args.loop_max_batch:

@@ -59,6 +59,12 @@ def _run_dataset(config: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         f"{len(ctx.holdout)} held out)",
         flush=True,
     )
+    if "finetune" in config.stages and "evaluate" not in config.stages:
+        print(
+            "note: stages has finetune without evaluate: the fine-tuned models are saved but "
+            "not scored on the held-out subjects; add evaluate after finetune to report them",
+            flush=True,
+        )
     for stage in config.stages:
         if stage in STAGE_FUNCTIONS:
             print(f"== {stage} ==", flush=True)

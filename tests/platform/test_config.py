@@ -327,6 +327,8 @@ def test_every_preset_validates(preset: Path) -> None:
     cls = method_class(config)
     settings = {k: v for k, v in config.pretrain.method.items() if k != "name"}
     validate_section(cls.Config, settings, "pretrain.method")
+    if "finetune" in config.stages:  # fine-tuned models are scored only by evaluate
+        assert "evaluate" in config.stages
 
 
 def test_overrides_step_into_lists_of_sections() -> None:

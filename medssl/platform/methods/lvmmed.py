@@ -37,7 +37,10 @@ class GraphConvolution(nn.Module):
         H_l = act(P H_{l-1} W_{l-1}),  P = D^-1/2 (A + I) D^-1/2,
 
     batched over graphs, with ReLU between layers and a linear last layer (its output is
-    compared by cosine, which a final ReLU would confine to non-negative vectors).
+    compared by cosine, which a final ReLU would confine to non-negative vectors). With
+    `residual` the input is added to the output (through a linear map when the widths
+    differ), so message passing refines each node instead of replacing it by an average of
+    its neighbourhood.
 
     Example:
         >>> gcn = GraphConvolution(8, 16, layers=2)
@@ -45,20 +48,24 @@ class GraphConvolution(nn.Module):
         torch.Size([3, 5, 16])
     """
 
-    def __init__(self, in_dim: int, width: int, layers: int = 2) -> None:
+    def __init__(self, in_dim: int, width: int, layers: int = 2, residual: bool = False) -> None:
         super().__init__()
         dims = [in_dim] + [width] * layers
         self.weights = nn.ModuleList(
             nn.Linear(a, b, bias=False) for a, b in zip(dims[:-1], dims[1:], strict=True)
         )
+        self.skip: nn.Module | None = None
+        if residual:
+            self.skip = nn.Identity() if in_dim == width else nn.Linear(in_dim, width, bias=False)
 
     def forward(self, h: torch.Tensor, propagation: torch.Tensor) -> torch.Tensor:
         """h (G, N, D) node features, propagation (G, N, N) -> (G, N, width)."""
+        x = h
         for depth, weight in enumerate(self.weights):
             h = propagation @ weight(h)
             if depth < len(self.weights) - 1:
                 h = torch.relu(h)
-        return h
+        return h if self.skip is None else self.skip(x) + h
 
 
 @METHODS.register("lvmmed")
@@ -109,6 +116,14 @@ class LVMMed(Method):
         imle_lambda: the IMLE step lambda (the paper: 80).
         noise_scale: scale of the Gumbel(0, 1) perturbation of the vertex affinities.
         local_keep: fraction of feature-map cells kept by each local matching.
+        margin: the cost margin of Rolinek et al. (ECCV 2020, "Deep Graph Matching via Blackbox
+            Differentiation of Combinatorial Solvers"): during training the identity's vertex
+            affinities are lowered by this much before the solve, so the loss stays above
+            zero until the two views of an image beat every other pairing by the margin.
+            0 is the plain Hamming loss, which is also zero when all embeddings are equal.
+        gcn_residual: add each node's input to the GCN's output (zhat = z + GCN(z)), as
+            Rolinek et al. compose refined and original node features. Without it two layers
+            of averaging over a kNN graph of 16 make the nodes of a graph nearly alike.
         second_order, message_passing, gumbel_noise, local_term: the paper's ablations; each
             False removes that part (the edge affinity, the GCN, the noise, the local term).
         augment: how each view is drawn.
@@ -126,6 +141,8 @@ class LVMMed(Method):
         imle_lambda: float = Field(80.0, gt=0.0)
         noise_scale: float = Field(1.0, gt=0.0)
         local_keep: float = Field(0.5, gt=0.0, le=1.0)
+        margin: float = Field(1.0, ge=0.0)
+        gcn_residual: bool = True
         second_order: bool = True
         message_passing: bool = True
         gumbel_noise: bool = True
@@ -146,7 +163,9 @@ class LVMMed(Method):
             )
         self.projector = projection_head(encoder, cfg.hidden_dim, cfg.projection_dim)
         self.gcn = (
-            GraphConvolution(cfg.projection_dim, cfg.gcn_dim) if cfg.message_passing else None
+            GraphConvolution(cfg.projection_dim, cfg.gcn_dim, residual=cfg.gcn_residual)
+            if cfg.message_passing
+            else None
         )
         self.views = ViewGenerator(cfg.augment)
 
@@ -157,7 +176,9 @@ class LVMMed(Method):
                 "the data adapter must provide it"
             )
         x, index = batch["x"], batch["index"]
-        s, t = (self.views.generate(x, sample_keys(index, self.seed, self.epoch, v)) for v in (0, 1))
+        s, t = (
+            self.views.generate(x, sample_keys(index, self.seed, self.epoch, v)) for v in (0, 1)
+        )
         return s, t
 
     def _gumbel(self, index: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
@@ -172,11 +193,25 @@ class LVMMed(Method):
         """Both views through the encoder and graphs: `unary` (G, N, N) vertex affinities,
         `quadratic` (G, N^2, N^2) edge affinities (zeros without the second-order term), and
         `z` (2G N, projection_dim) the projections of [view s; view t]."""
-        cfg = self.config
-        n = cfg.group_size
         view_s, view_t = self._views(batch)
         maps = self.encoder.encode(torch.cat([view_s.images, view_t.images]))[0]  # type: ignore[operator]
         z = self.projector(global_pool(maps))
+        centres = None
+        if self.config.local_term and self.config.alpha < 1.0:
+            grid = tuple(maps.shape[2:])
+            centres = torch.cat([view_s.cell_centres(grid), view_t.cell_centres(grid)])
+        cells = maps.flatten(2).transpose(1, 2)  # (2B, P, C)
+        return {**self.graph_affinities(z, cells, centres), "z": z}
+
+    def graph_affinities(
+        self, z: torch.Tensor, cells: torch.Tensor, centres: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """The graph part of the step, from the encoder's outputs of [view s; view t]: z
+        (2B, projection_dim) projections, cells (2B, P, C) feature-map cells and centres
+        (2B, P, n) their positions in the original images (None without the local term).
+        Returns `unary` (G, N, N) and `quadratic` (G, N^2, N^2) as `affinities` does."""
+        cfg = self.config
+        n = cfg.group_size
         z_s, z_t = (group_rows(half, n) for half in z.chunk(2))
         adjacency_s, adjacency_t = knn_graph(z_s, cfg.k), knn_graph(z_t, cfg.k)
         if self.gcn is not None:
@@ -184,37 +219,43 @@ class LVMMed(Method):
             z_t = self.gcn(z_t, normalised_adjacency(adjacency_t))
         local = None
         if cfg.local_term and cfg.alpha < 1.0:
-            grid = tuple(maps.shape[2:])
-            cells = maps.flatten(2).transpose(1, 2)  # (2B, P, C)
+            if centres is None:
+                raise ValueError("the local term needs the cell centres of both views")
             cells_s, cells_t = (group_rows(half, n) for half in cells.chunk(2))
-            local = local_affinity(
-                cells_s,
-                cells_t,
-                group_rows(view_s.cell_centres(grid), n),
-                group_rows(view_t.cell_centres(grid), n),
-                keep=cfg.local_keep,
-            )
+            centres_s, centres_t = (group_rows(half, n) for half in centres.chunk(2))
+            local = local_affinity(cells_s, cells_t, centres_s, centres_t, keep=cfg.local_keep)
         unary = vertex_affinity(z_s, z_t, local, cfg.alpha if local is not None else 1.0)
         if cfg.second_order:
             quadratic = edge_affinity(z_s, z_t, adjacency_s, adjacency_t)
         else:
-            groups = unary.shape[0]
-            quadratic = unary.new_zeros(groups, n * n, n * n)
-        return {"unary": unary, "quadratic": quadratic, "z": z}
+            quadratic = unary.new_zeros(unary.shape[0], n * n, n * n)
+        return {"unary": unary, "quadratic": quadratic}
+
+    def match(
+        self, unary: torch.Tensor, quadratic: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
+        """The training assignment of each graph, differentiable by IMLE: the vertex
+        affinities perturbed by keyed Gumbel noise and lowered by the margin on the identity,
+        then both batched solves. (G, N, N) permutation matrices."""
+        cfg = self.config
+        unary, quadratic = unary.float(), quadratic.float()
+        if cfg.gumbel_noise:
+            unary = unary + cfg.noise_scale * self._gumbel(index, unary.shape[0], unary.dtype)
+        if cfg.margin > 0:
+            # Loss-augmented solve: the identity must win by the margin, or it still costs.
+            eye = torch.eye(unary.shape[1], dtype=unary.dtype, device=unary.device)
+            unary = unary - cfg.margin * eye
+        return imle_qap(
+            unary, quadratic, lam=cfg.imle_lambda, noise=False, solver_kwargs=cfg.solver
+        )
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Loss (mean Hamming distance of each graph's assignment to the identity, 0..2N),
-        `matched` (fraction of images assigned their own other view) and the collapse monitor
-        `embedding_std` (~1 when spread, 0 when collapsed)."""
-        cfg = self.config
+        `matched` (fraction of images assigned their own other view by the training solve,
+        under the noise and the margin) and the collapse monitor `embedding_std` (~1 when
+        spread, 0 when collapsed)."""
         parts = self.affinities(batch)
-        unary, quadratic = parts["unary"].float(), parts["quadratic"].float()
-        if cfg.gumbel_noise:
-            noise = self._gumbel(batch["index"], unary.shape[0], unary.dtype)
-            unary = unary + cfg.noise_scale * noise
-        assignment = imle_qap(
-            unary, quadratic, lam=cfg.imle_lambda, noise=False, solver_kwargs=cfg.solver
-        )
+        assignment = self.match(parts["unary"], parts["quadratic"], batch["index"])
         loss = hamming_loss(assignment)
         with torch.no_grad():
             matched = assignment.diagonal(dim1=1, dim2=2).mean()

@@ -50,13 +50,17 @@ def test_knn_graph_matches_a_loop_per_graph() -> None:
     assert torch.equal(knn_graph(z[:, :3], 10)[0], torch.ones(3, 3) - torch.eye(3))
 
 
-def test_gcn_matches_a_loop_per_graph_and_node() -> None:
+@pytest.mark.parametrize(("width", "residual"), [(6, False), (6, True), (5, True)])
+def test_gcn_matches_a_loop_per_graph_and_node(width: int, residual: bool) -> None:
     torch.manual_seed(1)
     z = torch.randn(4, 7, 5, dtype=torch.float64)
     adjacency = knn_graph(z, 2)
-    gcn = GraphConvolution(5, 6).double()
+    gcn = GraphConvolution(5, width, residual=residual).double()
     batched = gcn(z, normalised_adjacency(adjacency))
     w0, w1 = (layer.weight for layer in gcn.weights)
+    skip = torch.eye(5, dtype=torch.float64) if width == 5 else None
+    if residual and width != 5:
+        skip = gcn.skip.weight  # type: ignore[union-attr]
     for g in range(4):
         a = adjacency[g] + torch.eye(7, dtype=torch.float64)
         degree = a.sum(1)
@@ -66,6 +70,8 @@ def test_gcn_matches_a_loop_per_graph_and_node() -> None:
         h1 = torch.stack([torch.relu(sum(prop[i, j] * (w0 @ z[g, j]) for j in range(7)))
                           for i in range(7)])
         h2 = torch.stack([sum(prop[i, j] * (w1 @ h1[j]) for j in range(7)) for i in range(7)])
+        if residual:
+            h2 = h2 + torch.stack([skip @ z[g, i] for i in range(7)])
         torch.testing.assert_close(batched[g], h2)
 
 

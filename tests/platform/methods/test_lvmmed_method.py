@@ -9,7 +9,9 @@ import torch
 from medssl.platform.batch import Batch
 from medssl.platform.encoders import build_encoder
 from medssl.platform.errors import ConfigError
-from medssl.platform.methods.lvmmed import LVMMed
+from medssl.platform.losses.lvmmed import knn_graph, normalised_adjacency
+from medssl.platform.methods.lvmmed import GraphConvolution, LVMMed
+from medssl.platform.solvers import hamming_loss
 
 SMALL = {"group_size": 4, "k": 2, "gcn_dim": 16, "projection_dim": 16, "hidden_dim": 32}
 
@@ -97,7 +99,7 @@ def test_training_on_a_fixed_batch_learns_to_match_the_views() -> None:
         optimiser.zero_grad()
         out["loss"].backward()
         optimiser.step()
-        losses.append(float(out["loss"]))
+        losses.append(float(out["loss"].detach()))
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
 
 
@@ -106,3 +108,44 @@ def test_bad_settings_name_their_key() -> None:
         LVMMed(_encoder(), {"group_size": 1})
     with pytest.raises(ConfigError, match="pretrain.method.alpha"):
         LVMMed(_encoder(), {"alpha": 1.5})
+
+
+@pytest.mark.parametrize(("margin", "expected"), [(0.0, 0.0), (0.25, 0.0), (1.0, 8.0)])
+def test_the_margin_makes_the_identity_win_by_that_much(margin: float, expected: float) -> None:
+    method = LVMMed(_encoder(), {**SMALL, "gumbel_noise": False, "margin": margin})
+    # The identity beats every other assignment by 0.5 per image.
+    unary = (0.5 * torch.eye(4))[None].requires_grad_(True)
+    v = method.match(unary, torch.zeros(1, 16, 16), torch.arange(8))
+    loss = hamming_loss(v)
+    assert float(loss) == expected
+    loss.backward()
+    assert unary.grad is not None
+    if expected > 0:  # below the margin the identity's affinities are pushed up
+        assert (unary.grad.diagonal(dim1=1, dim2=2) < 0).all()
+    else:
+        assert unary.grad.abs().sum() == 0
+
+
+def test_a_collapsed_encoder_still_has_a_loss_with_the_margin() -> None:
+    """All images alike give equal affinities: without the margin the identity ties for the
+    best assignment (the plain Hamming loss can be zero at a collapse); with it, it loses."""
+    method = LVMMed(_encoder(), {**SMALL, "gumbel_noise": False, "second_order": False})
+    flat = torch.full((1, 4, 4), 0.9)
+    assert float(hamming_loss(method.match(flat, torch.zeros(1, 16, 16), torch.arange(8)))) == 8
+
+
+def test_the_residual_gcn_keeps_the_nodes_of_a_graph_apart() -> None:
+    """Two layers of neighbourhood averaging make the nodes of a dense graph alike; the
+    residual keeps each node's own embedding (the default)."""
+    torch.manual_seed(0)
+    z = torch.randn(1, 16, 16)
+    propagation = normalised_adjacency(knn_graph(z, 5))
+    spread = {}
+    for residual in (False, True):
+        torch.manual_seed(0)
+        out = GraphConvolution(16, 16, residual=residual)(z, propagation)
+        unit = torch.nn.functional.normalize(out[0], dim=1)
+        off = unit @ unit.T - torch.eye(16)
+        spread[residual] = float(off.sum() / (16 * 15))
+    assert spread[True] < spread[False]
+    assert LVMMed.Config().gcn_residual is True
