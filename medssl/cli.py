@@ -180,12 +180,19 @@ def reduce(
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Finished run folders (two or more).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("comparison"),
+    seeds: Annotated[
+        bool,
+        typer.Option(
+            "--seeds",
+            help="Runs of the same pipeline are seeds: report each result's mean ± std over them.",
+        ),
+    ] = False,
 ) -> None:
     """Put the reports of several runs side by side (one column per initialisation; a
     baseline they share, e.g. scratch on the same labelled subset, appears once)."""
     from medssl.pipelines import api
 
-    _guard(api.compare, runs, out)
+    _guard(api.compare, runs, out, seeds)
     print(f"report: {out / 'report.md'}")
 
 

@@ -121,13 +121,17 @@ def load_model(folder: str | Path) -> tuple[dict[str, Any], Any]:
     return read_model(folder)
 
 
-def compare(runs: Sequence[str | Path], out: str | Path = "comparison") -> dict[str, Any]:
-    """Merge the reports of finished runs into one (see `medssl compare`).
+def compare(
+    runs: Sequence[str | Path], out: str | Path = "comparison", seeds: bool = False
+) -> dict[str, Any]:
+    """Merge the reports of finished runs into one (see `medssl compare`); with `seeds`, runs
+    of the same pipeline are seeds and each result is their mean ± standard deviation.
 
     Example:
         >>> medssl.compare(["runs/gr", "runs/gd-local"], out="runs/compare")  # doctest: +SKIP
+        >>> medssl.compare(["runs/a-s0", "runs/a-s1", "runs/a-s2"], seeds=True)  # doctest: +SKIP
     """
     from medssl.pipelines.compare import compare as do_compare
 
-    return do_compare(runs, out)
+    return do_compare(runs, out, seeds=seeds)
 
