@@ -6,13 +6,24 @@ from __future__ import annotations
 
 import os
 import re
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from medssl.modalities.base import SPLIT_NAMES, Problem, Record, manifest_rows
+from medssl.modalities.base import Problem, Record
+from medssl.modalities.manifest import (
+    MISSING,
+    ManifestRow,
+    duplicate_problems,
+    exists_problem,
+    listed_records,
+    manifest_entries,
+    npz_problem,
+    npz_records,
+    parse_number,
+    resolve_path,
+    unique_stems,
+    walk_folder,
+)
 from medssl.modalities.volume.dicom import dicom_files
 from medssl.modalities.volume.readers import (
     NIFTI_SUFFIXES,
@@ -28,8 +39,6 @@ from medssl.platform.errors import DataError
 SCAN_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
 MASK_SUFFIXES = ("_seg", "_label", "_mask", "-label", "-seg", "_labels")
 _CHANNEL_SUFFIX = re.compile(r"_\d{4}$")  # nnU-Net's per-channel suffix, e.g. case_0000
-_MISSING = {"nan", "na", "n/a", "none", "null"}
-_RESERVED = {"subject_id", "image", "label", "mask", "split"}
 
 
 def discover(path: str | Path) -> tuple[list[Record], list[Problem]]:
@@ -48,77 +57,50 @@ def discover(path: str | Path) -> tuple[list[Record], list[Problem]]:
         records, problems = [Record(subject_id=file_stem(p), image=str(p))], []
     else:
         return [], [Problem(str(p), "is not a folder, a manifest (.csv/.json) or an npz file")]
-    problems += _duplicate_problems(records, str(p))
+    problems += duplicate_problems(records, str(p), item="scan")
     return records, problems
 
 
 def scan_records(path: str | Path) -> list[Record]:
     """Records of a dataset; DataError listing every problem when it cannot be listed."""
-    records, problems = discover(path)
-    if problems:
-        raise DataError(
-            f"{path}: {len(problems)} problem(s) while listing the dataset, first: {problems[0]}; "
-            "run `validate` for the full list",
-            [str(p) for p in problems],
-        )
-    if not records:
-        raise DataError(f"{path} contains no scans (NIfTI, NRRD, DICOM series or npz items)")
-    return records
+    return listed_records(
+        path,
+        *discover(path),
+        validate="validate",
+        items="scans (NIfTI, NRRD, DICOM series or npz items)",
+    )
 
 
 def _scan_manifest(path: Path) -> tuple[list[Record], list[Problem]]:
-    try:
-        rows = manifest_rows(path)
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        return [], [Problem(str(path), f"cannot be parsed as a manifest ({err})")]
-    if not rows:
-        return [], [Problem(str(path), "manifest lists no rows")]
-    columns = set().union(*(row.keys() for row in rows))
-    problems = []
-    for column in ("subject_id", "image"):
-        if column not in columns:
-            problems.append(Problem(str(path), f"manifest has no '{column}' column; add one"))
-    if problems:
-        return [], problems
-    base = path.parent
+    entries, problems = manifest_entries(path)
     records = []
-    for line, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
-        where = f"row {line}" if path.suffix.lower() == ".csv" else f"item {line}"
-        record, row_problems = _manifest_record(row, base, path, where)
+    for entry in entries:
+        record, row_problems = _manifest_record(entry, path)
         problems += row_problems
-        if record is not None:
-            records.append(record)
+        records.append(record)
     return records, problems
 
 
-def _manifest_record(
-    row: dict[str, Any], base: Path, manifest: Path, where: str
-) -> tuple[Record | None, list[Problem]]:
+def _manifest_record(entry: ManifestRow, manifest: Path) -> tuple[Record, list[Problem]]:
+    """A scan's record: its mask from the mask column, or from a label that is a path; a
+    class label or regression target from a numeric label."""
     problems: list[Problem] = []
-    subject = _text(row.get("subject_id"))
-    image = _text(row.get("image"))
-    if not subject:
-        problems.append(Problem(str(manifest), f"{where} has an empty subject_id"))
-    if not image:
-        problems.append(Problem(str(manifest), f"{where} has an empty image"))
-    if problems:
-        return None, problems
-    image_path = _resolve(image, base)
-    problems += _exists_problem(image_path)
-    mask = _text(row.get("mask"))
-    mask_path = _resolve(mask, base) if mask else None
+    base = manifest.parent
+    mask = entry.text("mask")
+    mask_path = resolve_path(mask, base) if mask else None
     label: Any = None
-    raw_label = _text(row.get("label"))
-    if raw_label and raw_label.lower() not in _MISSING:
-        label = _parse_number(raw_label)
+    raw_label = entry.text("label")
+    if raw_label.lower() not in MISSING:
+        label = parse_number(raw_label)
         if label is None:
-            candidate = _resolve(raw_label, base)
+            candidate = resolve_path(raw_label, base)
             if os.path.exists(candidate) or file_suffix(candidate) in SCAN_SUFFIXES:
                 if mask_path is not None:
                     problems.append(
                         Problem(
                             str(manifest),
-                            f"{where} gives both a mask column and a mask path in label; keep one",
+                            f"{entry.where} gives both a mask column and a mask path in label; "
+                            "keep one",
                         )
                     )
                 mask_path = candidate
@@ -126,23 +108,19 @@ def _manifest_record(
                 problems.append(
                     Problem(
                         str(manifest),
-                        f"{where}: label {raw_label!r} is neither "
+                        f"{entry.where}: label {raw_label!r} is neither "
                         "a number nor an existing mask file",
                     )
                 )
     if mask_path is not None:
-        problems += _exists_problem(mask_path)
-    split = _text(row.get("split"))
-    if split and split.lower() not in SPLIT_NAMES:
-        problems.append(Problem(str(manifest), f"{where}: split {split!r} is not train/val/test"))
-    extra = {k: v for k, v in row.items() if k not in _RESERVED}
+        problems += exists_problem(mask_path)
     record = Record(
-        subject_id=subject,
-        image=image_path,
+        subject_id=entry.subject_id,
+        image=entry.image,
         label=label,
         mask=mask_path,
-        split=SPLIT_NAMES.get(split.lower()) if split else None,
-        extra=extra,
+        split=entry.split,
+        extra=entry.extra,
     )
     return record, problems
 
@@ -152,20 +130,11 @@ def _scan_folder(folder: Path) -> tuple[list[Record], list[Problem]]:
         return _scan_nnunet(folder)
     scans: list[Path] = []
     masks: list[Path] = []
-    seen: set[str] = set()
-    # Symlinked folders are followed (data often is linked in); `seen` stops link loops.
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        here = Path(dirpath)
+    for here, names in walk_folder(folder):
         if dicom_files(here):
             scans.append(here)
-        for name in sorted(filenames):
-            if name.startswith(".") or file_suffix(name) not in SCAN_SUFFIXES:
+        for name in names:
+            if file_suffix(name) not in SCAN_SUFFIXES:
                 continue
             target = masks if file_stem(name).lower().endswith(MASK_SUFFIXES) else scans
             target.append(here / name)
@@ -189,7 +158,8 @@ def _scan_folder(folder: Path) -> tuple[list[Record], list[Problem]]:
             problems.append(Problem(str(m), f"a second mask for {image}; keep one"))
         else:
             paired[image] = m
-    subjects = _subject_ids(scans, folder)
+    # The file stem (a series folder's name) names the subject; the relative path where two share it.
+    subjects = unique_stems(scans, folder, lambda s: file_stem(s) if s.is_file() else s.name)
     records = [
         Record(subject_id=subjects[s], image=str(s), mask=str(paired[s]) if s in paired else None)
         for s in scans
@@ -229,92 +199,10 @@ def _scan_npz(path: Path) -> tuple[list[Record], list[Problem]]:
     try:
         shapes = npz_shapes(path)
         layout = npz_layout(shapes, path)
-        with np.load(path, allow_pickle=False) as npz:
-            # Only the small label arrays are decompressed here, never the images.
-            all_labels = {
-                s: np.asarray(npz[f"{s}_labels"]) for s, _ in layout if f"{s}_labels" in shapes
-            }
     except DataError as err:
-        return [], [Problem(str(path), str(err).removeprefix(f"{path} "))]
+        return [], [npz_problem(path, err)]
     except Exception as err:  # noqa: BLE001 - a broken member of the archive
         return [], [Problem(str(path), f"cannot be read as an npz file ({err})")]
-    records, problems, start = [], [], 0
-    for split, n in layout:
-        labels = all_labels.get(split)
-        if labels is not None and len(labels) != n:
-            problems.append(
-                Problem(str(path), f"{split}_labels has {len(labels)} rows for {n} images")
-            )
-            labels = None
-        for i in range(n):
-            label: Any = None
-            if labels is not None:
-                row = np.asarray(labels[i]).reshape(-1)
-                label = row[0].item() if row.size == 1 else row.tolist()
-            records.append(
-                Record(
-                    subject_id=str(start + i), image=f"{path}#{start + i}", label=label, split=split
-                )
-            )
-        start += n
-    return records, problems
+    return npz_records(path, shapes, layout)
 
 
-def _duplicate_problems(records: list[Record], where: str) -> list[Problem]:
-    """A subject may own several scans (baseline, follow-up: splits keep them together), but
-    one scan listed twice, or under two subjects, would leak across a subject-level split."""
-    subjects: dict[str, list[str]] = defaultdict(list)
-    for r in records:
-        subjects[r.image].append(r.subject_id)
-    problems = []
-    for image, owners in subjects.items():
-        if len(owners) < 2:
-            continue
-        if len(set(owners)) > 1:
-            names = ", ".join(repr(o) for o in sorted(set(owners)))
-            msg = f"{image} is listed under {len(set(owners))} subject ids ({names})"
-        else:
-            msg = f"{image} is listed {len(owners)} times for subject_id {owners[0]!r}"
-        problems.append(Problem(where, msg + "; list every scan once"))
-    return problems
-
-
-def _subject_ids(scans: list[Path], root: Path) -> dict[Path, str]:
-    """The file stem, or the relative path where two scans share a stem."""
-    stems = {s: file_stem(s) if s.is_file() else s.name for s in scans}
-    counts: dict[str, int] = defaultdict(int)
-    for stem in stems.values():
-        counts[stem] += 1
-    out = {}
-    for s, stem in stems.items():
-        if counts[stem] > 1:
-            rel = s.relative_to(root) if s != root else Path(s.name)
-            stem = str(rel.parent / file_stem(rel)) if s.is_file() else rel.as_posix()
-        out[s] = Path(stem).as_posix()
-    return out
-
-
-def _resolve(value: str, base: Path) -> str:
-    npz = split_npz_ref(value)
-    if npz is not None:
-        return f"{os.path.abspath(base / npz[0])}#{npz[1]}"
-    return os.path.abspath(base / os.path.expanduser(value))
-
-
-def _exists_problem(path: str) -> list[Problem]:
-    npz = split_npz_ref(path)
-    if os.path.exists(npz[0] if npz else path):
-        return []
-    return [Problem(path, "does not exist; fix the path in the manifest")]
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value).strip()
-
-
-def _parse_number(text: str) -> int | float | None:
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return int(number) if number.is_integer() and re.fullmatch(r"[+-]?\d+(\.0*)?", text) else number
