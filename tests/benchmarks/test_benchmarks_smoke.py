@@ -156,7 +156,7 @@ def test_lvmmed_quick(tmp_path: Path) -> None:
     assert result["benchmark"] == "lvmmed"
     assert [run["batch"] for run in result["runs"]] == result["parameters"]["batches"]
     for run in result["runs"]:
-        for impl in ("backbone", "lvmmed", "matching_batched", "matching_loop"):
+        for impl in ("backbone", "lvmmed", "matching_batched", "matching_loop", "solves"):
             timing = run[impl]
             assert timing["median_s"] == sorted(timing["times_s"])[len(timing["times_s"]) // 2]
         back = run["backbone"]["median_s"]
@@ -165,4 +165,7 @@ def test_lvmmed_quick(tmp_path: Path) -> None:
         )
         assert run["speedup_batched_over_loop"] == pytest.approx(
             run["matching_loop"]["median_s"] / run["matching_batched"]["median_s"]
+        )
+        assert run["solves_fraction_of_matching"] == pytest.approx(
+            run["solves"]["median_s"] / run["matching_batched"]["median_s"]
         )
