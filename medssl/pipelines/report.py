@@ -115,6 +115,7 @@ def results_table(results: list[dict[str, Any]]) -> str:
         return "(no results)"
     inits, table = pivot(results)
     width = 20 if any(r.get("std") is not None for r in results) else 12
+    width = max(width, 2 + max(len(i) for i in inits))  # long column names stay aligned
     head = f"{'stage':<14} {'labels':>7} {'metric':<18}" + "".join(f"{i:>{width}}" for i in inits)
     lines = [head, "-" * len(head)]
     for (stage, budget, metric), values in table.items():

@@ -93,3 +93,12 @@ def test_runs_of_one_preset_with_another_setting_are_another_pipeline(tmp_path: 
     assert rows["lvmmed"]["value"] == pytest.approx(0.82)
     assert rows["lvmmed (no-margin)"]["value"] == pytest.approx(0.71)
     assert [r["run"] for r in merged["runs"]] == ["full", "no-margin"]
+
+
+def test_long_column_names_stay_aligned() -> None:
+    from medssl.pipelines.report import results_table
+
+    rows = [_row("lvmmed", 0.9), _row("lvmmed (abl-second_order)", 0.8), _row("random", 0.7)]
+    lines = results_table(rows).splitlines()
+    assert len({len(line) for line in lines}) == 1
+    assert "  lvmmed (abl-second_order)  " in lines[0]
