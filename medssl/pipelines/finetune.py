@@ -223,10 +223,10 @@ def finetune(ctx: RunContext) -> None:
             checkpoint_every_n_steps=cfg.checkpoint_every_n_steps,
             extra_callbacks=_callbacks(ctx, run, task, model, card),
         )
-        picked = f", checkpoint picked on {len(run.val)} validation scans" if run.val else ""
+        picked = f", checkpoint picked on {len(run.val)} validation items" if run.val else ""
         print(
             f"[finetune] {init_label(ctx, run.init)} with {budget_label(run.budget)} labelled "
-            f"({len(run.train)} training scans{picked}), seed {run.seed}, {steps} steps",
+            f"({len(run.train)} training items{picked}), seed {run.seed}, {steps} steps",
             flush=True,
         )
         trainer.fit(module, loader, ckpt_path=last_checkpoint(run.folder))
