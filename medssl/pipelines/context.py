@@ -18,7 +18,7 @@ from medssl.modalities.base import Modality, Purpose, Record
 from medssl.modalities.loaders import LoaderRequest, item_loader
 from medssl.platform.batch import BatchSpec
 from medssl.platform.config import PipelineConfig, validate_section
-from medssl.platform.encoders import Encoder, build_encoder
+from medssl.platform.encoders import Encoder, build_encoder, check_encoder
 from medssl.platform.engine.trainer import launch_world
 from medssl.platform.errors import ConfigError
 from medssl.platform.io import atomic_write_text
@@ -65,6 +65,10 @@ def check_compatibility(config: PipelineConfig) -> None:
     grouping it needs), and the phase inits fine-tuning asks for."""
     modality = build_modality(config)
     modality.check_run(config.stages)
+    if {"pretrain", "probe", "finetune"} & set(config.stages):
+        encoder = config.encoder
+        name = encoder.name or modality.default_encoder
+        check_encoder(name, encoder.spatial_dims, encoder.kwargs)
     phases = config.pretrain.phases()
     if "finetune" in config.stages:
         for init in config.finetune.inits:

@@ -140,6 +140,9 @@ def test_unknown_phase_init_is_a_config_error(tmp_path: Path, cohort: Path) -> N
         (["stages=[reduce, pretrain]"], "stages: 'reduce'"),
         (["stages=[pretrain, finetune]", "finetune.inits=[phase2]"], "finetune.inits: 'phase2'"),
         (["pretrain.then=[{method: {name: simclr, temprature: 0.2}}]"], "pretrain.then.0.method"),
+        (["encoder.kwargs={bogus: 1}"], "encoder.kwargs.bogus"),
+        (["encoder.name=unet", "encoder.spatial_dims=1"], "encoder.spatial_dims"),
+        (["stages=[finetune]", "encoder.kwargs={bogus: 1}"], "encoder.kwargs.bogus"),
     ],
 )
 def test_bad_slice_and_phase_settings_fail_before_any_data_is_read(

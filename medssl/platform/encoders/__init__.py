@@ -9,6 +9,7 @@ from medssl.platform.encoders.efficientnet1d import EfficientNet1DEncoder
 from medssl.platform.encoders.factory import (
     architecture_of,
     build_encoder,
+    check_encoder,
     encoder_from_architecture,
     encoder_options,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "architecture_of",
     "build_encoder",
     "causal_sliding_representations",
+    "check_encoder",
     "encoder_from_architecture",
     "encoder_options",
 ]

@@ -32,13 +32,7 @@ def build_encoder(name: str, spatial_dims: int, in_channels: int, **kwargs: Any)
         32
     """
     cls = _encoder_class(name)
-    if spatial_dims not in cls.spatial_dims_allowed:
-        raise ConfigError(
-            f"encoder.spatial_dims: {spatial_dims_problem(cls, spatial_dims)}; set "
-            f"encoder.spatial_dims to {' or '.join(map(str, cls.spatial_dims_allowed))} or "
-            "choose another encoder.name"
-        )
-    config = cls.validate_config(kwargs)
+    config = check_encoder(name, spatial_dims, kwargs)
     try:
         encoder = cls(spatial_dims=spatial_dims, in_channels=in_channels, config=config)
     except ConfigError:
@@ -53,6 +47,27 @@ def build_encoder(name: str, spatial_dims: int, in_channels: int, **kwargs: Any)
     if not isinstance(encoder, Encoder):
         raise TypeError(f"encoder '{name}' ({cls.__qualname__}) is not an Encoder subclass")
     return encoder
+
+
+def check_encoder(name: str, spatial_dims: int, kwargs: dict[str, Any]) -> Any:
+    """The validated Config of encoder `name` for `kwargs`, without building anything (what a
+    pipeline checks before it reads data). Raises ConfigError naming ``encoder.name``,
+    ``encoder.spatial_dims`` or ``encoder.kwargs.<key>``.
+
+    Example:
+        >>> check_encoder("unet", 2, {"bogus": 1})
+        Traceback (most recent call last):
+        ...
+        medssl.platform.errors.ConfigError: encoder.kwargs.bogus: encoder 'unet' has no such option; remove it or use one of: features, act, norm, bias, dropout, upsample
+    """
+    cls = _encoder_class(name)
+    if spatial_dims not in cls.spatial_dims_allowed:
+        raise ConfigError(
+            f"encoder.spatial_dims: {spatial_dims_problem(cls, spatial_dims)}; set "
+            f"encoder.spatial_dims to {' or '.join(map(str, cls.spatial_dims_allowed))} or "
+            "choose another encoder.name"
+        )
+    return cls.validate_config(kwargs)
 
 
 def architecture_of(encoder: Encoder) -> dict[str, Any]:
