@@ -10,14 +10,14 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medssl.modalities.base import SPLIT_NAMES, Problem, Record, manifest_rows
-from medssl.modalities.volume.readers import split_npz_ref
+from medssl.modalities.volume.readers import npz_layout, npz_shapes, split_npz_ref
 from medssl.modalities.volume.volume import error_summary
 from medssl.platform.errors import DataError
 
@@ -31,15 +31,18 @@ _INTEGER = re.compile(r"[+-]?\d+(\.0*)?")
 @dataclass
 class ManifestRow:
     """One usable row of a manifest: where it is (``row 3`` / ``item 2``), its subject, its
-    image as an absolute path, its split (normalised, or None), the raw cells and the cells
-    outside the reserved columns."""
+    image as an absolute path, its split (normalised, or None) and the raw cells."""
 
     where: str
     subject_id: str
     image: str
     split: str | None
     cells: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The cells outside the reserved columns (they travel in `Record.extra`)."""
+        return {k: v for k, v in self.cells.items() if k not in RESERVED}
 
     def text(self, column: str) -> str:
         """The stripped text of a cell ('' when absent)."""
@@ -83,7 +86,6 @@ def manifest_entries(path: Path) -> tuple[list[ManifestRow], list[Problem]]:
                 image=image_path,
                 split=SPLIT_NAMES.get(split.lower()) if split else None,
                 cells=row,
-                extra={k: v for k, v in row.items() if k not in RESERVED},
             )
         )
     return entries, problems
@@ -108,18 +110,25 @@ def listed_records(
 
 def npz_records(
     path: Path,
-    shapes: dict[str, tuple[int, ...]],
-    layout: list[tuple[str, int]],
+    check: Callable[[dict[str, tuple[int, ...]], list[tuple[str, int]]], list[str]] | None = None,
 ) -> tuple[list[Record], list[Problem]]:
-    """One record `<file>#<index>` per item of a MedMNIST-style npz (splits in `layout`
-    order), its split from the array it sits in, its label from `<split>_labels` (a scalar,
-    or a list for multi-label rows); each item is its own subject (MedMNIST keeps no patient
-    ids). Only the small label arrays are decompressed, never the images."""
+    """One record `<file>#<index>` per item of a MedMNIST-style npz (splits in train, val,
+    test order), its split from the array it sits in, its label from `<split>_labels` (a
+    scalar, or a list for multi-label rows); each item is its own subject (MedMNIST keeps no
+    patient ids). `check(shapes, layout)` may refuse the file's arrays, one message per
+    problem. Only the small label arrays are decompressed, never the images."""
     try:
+        shapes = npz_shapes(path)
+        layout = npz_layout(shapes, path)
+        refused = check(shapes, layout) if check is not None else []
+        if refused:
+            return [], [Problem(str(path), message) for message in refused]
         with np.load(path, allow_pickle=False) as npz:
             labels = {
                 s: np.asarray(npz[f"{s}_labels"]) for s, _ in layout if f"{s}_labels" in shapes
             }
+    except DataError as err:
+        return [], [Problem(str(path), str(err).removeprefix(f"{path} ").removeprefix(f"{path}: "))]
     except Exception as err:  # noqa: BLE001 - a broken member of the archive
         return [], [Problem(str(path), f"cannot be read as an npz file ({error_summary(err)})")]
     records: list[Record] = []
@@ -143,11 +152,6 @@ def npz_records(
             )
         start += n
     return records, problems
-
-
-def npz_problem(path: Path, err: DataError) -> Problem:
-    """A DataError about an npz as a Problem of that file (without the path twice)."""
-    return Problem(str(path), str(err).removeprefix(f"{path} ").removeprefix(f"{path}: "))
 
 
 def walk_folder(folder: Path) -> Iterator[tuple[Path, list[str]]]:

@@ -21,15 +21,12 @@ from medssl.modalities.manifest import (
     duplicate_problems,
     listed_records,
     manifest_entries,
-    npz_problem,
     npz_records,
     parse_number,
     unique_stems,
     walk_folder,
 )
 from medssl.modalities.volume.dicom import has_dicom_preamble
-from medssl.modalities.volume.readers import npz_layout, npz_shapes
-from medssl.modalities.volume.volume import error_summary
 from medssl.platform.errors import DataError
 
 
@@ -81,24 +78,14 @@ def _scan_folder(folder: Path) -> tuple[list[Record], list[Problem]]:
 
 
 def scan_npz(path: Path) -> tuple[list[Record], list[Problem]]:
-    """One record `<file>#<index>` per image of a MedMNIST-style npz (train, val, test in that
-    order), its split from the array it sits in, its label from `<split>_labels`; each image
-    is its own subject (MedMNIST keeps no patient ids)."""
-    try:
-        shapes = npz_shapes(path)
-        layout = npz_layout(shapes, path)
-    except DataError as err:
-        return [], [npz_problem(path, err)]
-    except Exception as err:  # noqa: BLE001 - a broken member of the archive
-        return [], [Problem(str(path), f"cannot be read as an npz file ({error_summary(err)})")]
-    problems = [
-        Problem(str(path), problem)
-        for split, _ in layout
-        if (problem := npz_image_problem(shapes[f"{split}_images"], f"{split}_images"))
-    ]
-    if problems:
-        return [], problems
-    return npz_records(path, shapes, layout)
+    """One record `<file>#<index>` per image of a MedMNIST-style npz (see `npz_records`),
+    once every images array has a 2-D image layout."""
+
+    def check(shapes: dict[str, tuple[int, ...]], layout: list[tuple[str, int]]) -> list[str]:
+        found = (npz_image_problem(shapes[f"{split}_images"], f"{split}_images") for split, _ in layout)
+        return [problem for problem in found if problem]
+
+    return npz_records(path, check)
 
 
 def _scan_manifest(path: Path) -> tuple[list[Record], list[Problem]]:

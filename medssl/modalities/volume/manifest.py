@@ -17,7 +17,6 @@ from medssl.modalities.manifest import (
     exists_problem,
     listed_records,
     manifest_entries,
-    npz_problem,
     npz_records,
     parse_number,
     resolve_path,
@@ -30,11 +29,8 @@ from medssl.modalities.volume.readers import (
     NRRD_SUFFIXES,
     file_stem,
     file_suffix,
-    npz_layout,
-    npz_shapes,
     split_npz_ref,
 )
-from medssl.platform.errors import DataError
 
 SCAN_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
 MASK_SUFFIXES = ("_seg", "_label", "_mask", "-label", "-seg", "_labels")
@@ -50,7 +46,7 @@ def discover(path: str | Path) -> tuple[list[Record], list[Problem]]:
     if p.is_dir():
         records, problems = _scan_folder(p)
     elif file_suffix(p) == ".npz":
-        records, problems = _scan_npz(p)
+        records, problems = npz_records(p)
     elif p.suffix.lower() in (".csv", ".json"):
         records, problems = _scan_manifest(p)
     elif file_suffix(p) in SCAN_SUFFIXES or file_suffix(p) == ".dcm":
@@ -193,16 +189,3 @@ def _scan_nnunet(folder: Path) -> tuple[list[Record], list[Problem]]:
             if file_suffix(label) in SCAN_SUFFIXES and str(label) not in used:
                 problems.append(Problem(str(label), "a label with no image in imagesTr/"))
     return records, problems
-
-
-def _scan_npz(path: Path) -> tuple[list[Record], list[Problem]]:
-    try:
-        shapes = npz_shapes(path)
-        layout = npz_layout(shapes, path)
-    except DataError as err:
-        return [], [npz_problem(path, err)]
-    except Exception as err:  # noqa: BLE001 - a broken member of the archive
-        return [], [Problem(str(path), f"cannot be read as an npz file ({err})")]
-    return npz_records(path, shapes, layout)
-
-
