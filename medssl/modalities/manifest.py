@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 
 from medssl.modalities.base import SPLIT_NAMES, Problem, Record, manifest_rows
-from medssl.modalities.volume.readers import npz_layout, npz_shapes, split_npz_ref
-from medssl.modalities.volume.volume import error_summary
-from medssl.platform.errors import DataError
+from medssl.modalities.npz import npz_layout, npz_shapes, split_npz_ref
+from medssl.platform.errors import DataError, error_summary
 
 #: Cell values that mean "no value" in a manifest.
 MISSING = {"", "nan", "na", "n/a", "none", "null"}

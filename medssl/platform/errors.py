@@ -25,3 +25,15 @@ class CheckpointError(MedsslError):
 
 class CompatibilityError(ConfigError):
     """A method needs metadata the chosen modality does not provide."""
+
+
+def error_summary(err: BaseException) -> str:
+    """The first line of an exception (its type name when it has no text), at most 160
+    characters, for a user-facing sentence such as "x.nii cannot be read as NIfTI (...)".
+
+    Example:
+        >>> error_summary(ValueError("bad header\\nmore"))
+        'bad header'
+    """
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= 160 else text[:157] + "..."

@@ -11,8 +11,7 @@ import numpy as np
 
 from medssl.modalities.image.readers import Radiograph, to_grey
 from medssl.modalities.volume.dicom import has_dicom_preamble
-from medssl.modalities.volume.volume import error_summary
-from medssl.platform.errors import DataError
+from medssl.platform.errors import DataError, error_summary
 
 __all__ = ["has_dicom_preamble", "read_dicom_image"]
 

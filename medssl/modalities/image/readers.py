@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 
 from medssl.modalities.image.slices import VOLUME_SUFFIXES, read_axial_slices, split_slice_ref
-from medssl.modalities.volume.readers import NPZ_ARRAYS, npz_layout, npz_locate, split_npz_ref
-from medssl.modalities.volume.volume import error_summary
-from medssl.platform.errors import DataError
+from medssl.modalities.npz import NPZ_ARRAYS, npz_layout, npz_locate, split_npz_ref
+from medssl.platform.errors import DataError, error_summary
 
 PNG_SUFFIXES = (".png",)
 JPEG_SUFFIXES = (".jpg", ".jpeg")

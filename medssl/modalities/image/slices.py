@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from medssl.modalities.volume.volume import error_summary
-from medssl.platform.errors import DataError
+from medssl.platform.errors import DataError, error_summary
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
 _SLICE_REF = re.compile(r"^(?P<file>.+\.nii(\.gz)?)#(?P<index>\d+)$", re.IGNORECASE)

@@ -13,7 +13,7 @@ from medssl.modalities.base import Problem, Record
 from medssl.modalities.image.manifest import discover
 from medssl.modalities.image.readers import npz_image_problem, read_image
 from medssl.modalities.image.slices import read_axial_slices, split_slice_ref
-from medssl.modalities.volume.readers import NPZ_ARRAYS, npz_layout, split_npz_ref
+from medssl.modalities.npz import NPZ_ARRAYS, npz_layout, split_npz_ref
 from medssl.platform.errors import DataError
 
 

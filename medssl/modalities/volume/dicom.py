@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from medssl.modalities.volume.volume import Volume, error_summary
-from medssl.platform.errors import DataError
+from medssl.modalities.volume.volume import Volume
+from medssl.platform.errors import DataError, error_summary
 
 #: DICOM patient coordinates are LPS; this flips them to RAS.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

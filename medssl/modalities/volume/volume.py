@@ -39,8 +39,3 @@ class Volume:
         return self.array if self.array.ndim == 4 else self.array[None]
 
 
-def error_summary(err: BaseException) -> str:
-    """The first line of an exception (its type name when it has no text), at most 160
-    characters, for a user-facing sentence such as "x.nii cannot be read as NIfTI (...)"."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
