@@ -5,6 +5,7 @@ Importing this package registers the MONAI, TS2Vec, tsai and 1-D EfficientNet en
 from __future__ import annotations
 
 from medssl.platform.encoders.base import Encoder, EncoderOutput, SegmentationNet
+from medssl.platform.encoders.ecg_patch import ECGPatchEncoder
 from medssl.platform.encoders.efficientnet1d import EfficientNet1DEncoder
 from medssl.platform.encoders.factory import (
     architecture_of,
@@ -21,6 +22,7 @@ from medssl.platform.encoders.tsai import TsaiEncoder
 from medssl.platform.encoders.unet import UNetEncoder
 
 __all__ = [
+    "ECGPatchEncoder",
     "EfficientNet1DEncoder",
     "Encoder",
     "EncoderOutput",
