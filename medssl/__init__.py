@@ -23,6 +23,7 @@ __all__ = [
     "load_model",
     "reduce",
     "compare",
+    "pair_reports",
 ]
 
 
@@ -40,4 +41,8 @@ def __getattr__(name: str) -> Any:
         from medssl.pipelines.demo import demo
 
         return demo
+    if name == "pair_reports":
+        from medssl.pipelines.report_pairing import build_report_pairing
+
+        return build_report_pairing
     raise AttributeError(f"module 'medssl' has no attribute '{name}'")

@@ -229,6 +229,38 @@ def demo(
     _guard(do_demo, out, subjects=subjects, overrides=overrides or [])
 
 
+@app.command("pair-reports")
+def pair_reports(
+    images: Annotated[Path, typer.Option(help="MedMNIST-style npz of chest X-rays, 0/1 labels.")],
+    reports: Annotated[Path, typer.Option(help="IU X-ray (OpenI) report archive (.tgz).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    ecg: Annotated[
+        Path | None,
+        typer.Option(help="Beat-annotated WFDB record (path without extension) for ECG triplets."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every shuffle.")] = 0,
+) -> None:
+    """Pair X-rays with real reports of the same diagnosis (pneumonia / no acute disease),
+    each report once, optionally with ECG windows: a SYNTHETIC pairing (different patients)
+    written as manifest.csv + pairing.json (+ ecg.npz)."""
+    from medssl.pipelines.report_pairing import build_report_pairing
+
+    summary = _guard(build_report_pairing, images, reports, out, seed=seed, ecg_source=ecg)
+    positive, negative = summary.pairs_positive, summary.pairs_negative
+    print(
+        f"reports: {summary.reports_positive} pneumonia, {summary.reports_negative} no acute "
+        f"disease, {summary.reports_unused} unused (of {summary.reports_read})\n"
+        f"pairs: {positive + negative} ({positive} positive, {negative} negative)"
+    )
+    if summary.ecg_file is not None:
+        print(
+            f"ecg windows: {summary.ecg_windows_abnormal} abnormal, "
+            f"{summary.ecg_windows_normal} normal; reused {summary.ecg_reused_abnormal} "
+            f"abnormal, {summary.ecg_reused_normal} normal -> {summary.ecg_file}"
+        )
+    print(f"manifest: {summary.manifest}\npairing: {summary.pairing_json}")
+
+
 @app.command()
 def presets() -> None:
     """List the shipped pipeline presets."""

@@ -250,6 +250,22 @@ class Modality(ABC):
         """Run deterministic preprocessing once into `cache_dir` (rebuilt when the
         preprocessing config changes) and return a handle for `dataset`."""
 
+    def fit(
+        self,
+        prepared: Any,
+        train: Sequence[int],
+        folder: str | Path,
+        *,
+        fitted: str | Path | None = None,
+    ) -> dict[str, Any]:
+        """Preprocessing learnt from the training items only (a report tokenizer), after the
+        subject-level split: saved into `folder` and attached to `prepared`, or, when
+        `fitted` names a folder an earlier fit saved into (a pretrained model's), read from
+        there so the data is encoded as the model learned it. Returns the facts methods size
+        their heads by (vocabulary size, ECG leads, ...); adapters with nothing to learn
+        return {}."""
+        return {}
+
     @abstractmethod
     def dataset(
         self, prepared: Any, indices: Sequence[int], purpose: Purpose, seed: int = 0

@@ -141,6 +141,8 @@ class RunContext:
     train: list[int]
     holdout: list[int]
     state: RunState
+    #: What the modality's fit learnt from the training items (`Modality.fit`).
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dataset_name(self) -> str:

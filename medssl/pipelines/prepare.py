@@ -8,6 +8,7 @@ from pathlib import Path
 
 from medssl.modalities.base import Problem
 from medssl.pipelines.context import RunContext, RunState, build_modality, check_compatibility
+from medssl.pipelines.joint import check_joint_probes, joint_folder
 from medssl.pipelines.splits import split_holdout
 from medssl.platform.config import PipelineConfig
 from medssl.platform.errors import ConfigError, DataError
@@ -35,6 +36,7 @@ def refuse_problems(path: str, problems: Sequence[Problem]) -> None:
 
 def prepare_context(config: PipelineConfig, run_dir: Path) -> RunContext:
     check_compatibility(config)
+    check_joint_probes(config)
     refuse_problems(str(config.data.path), validate_data(config))
     modality = build_modality(config)
     assert config.data.path is not None
@@ -43,4 +45,7 @@ def prepare_context(config: PipelineConfig, run_dir: Path) -> RunContext:
     prepared = modality.prepare(records, cache)
     train, holdout = split_holdout(records, config.data.holdout_fraction, config.seed)
     state = RunState.open(run_dir, config.config_hash())
-    return RunContext(config, run_dir, modality, records, prepared, train, holdout, state)
+    # A pretrained model's fitted preprocessing (its tokenizer) wins over a fresh fit.
+    model = Path(config.pretrain.from_checkpoint or run_dir / "pretrain")
+    facts = modality.fit(prepared, train, run_dir, fitted=joint_folder(model))
+    return RunContext(config, run_dir, modality, records, prepared, train, holdout, state, facts)

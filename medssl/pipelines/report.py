@@ -190,8 +190,13 @@ def plot_loss_curve(metrics_csv: Path | list[Path], target: Path) -> bool:
     return True
 
 
-def _budget_value(label: str) -> float:
-    return float(label[:-1]) / 100 if label.endswith("%") else float(label)
+def _budget_value(label: str) -> float | None:
+    """A budget as a number (a fraction or a subject count); None for rows that use no
+    labels (zero-shot, retrieval: budget "none"), which label-efficiency plots leave out."""
+    try:
+        return float(label[:-1]) / 100 if label.endswith("%") else float(label)
+    except ValueError:
+        return None
 
 
 def plot_label_efficiency(results: list[dict[str, Any]], folder: Path) -> list[str]:
@@ -203,7 +208,13 @@ def plot_label_efficiency(results: list[dict[str, Any]], folder: Path) -> list[s
 
     made = []
     for stage in sorted({r["stage"] for r in results}):
-        rows = [r for r in results if r["stage"] == stage and r["value"] is not None]
+        rows = [
+            r
+            for r in results
+            if r["stage"] == stage
+            and r["value"] is not None
+            and _budget_value(str(r["label_budget"])) is not None
+        ]
         metric = next((m for m in HEADLINE if any(r["metric"] == m for r in rows)), None)
         if metric is None:
             continue

@@ -18,6 +18,7 @@ import torch
 
 from medssl.pipelines import protocols
 from medssl.pipelines.context import RunContext, method_settings, phase_folder
+from medssl.pipelines.joint import JOINT_KINDS, joint_probe, load_joint, random_joint, save_joint
 from medssl.pipelines.splits import budget_label, label_subset
 from medssl.platform.checkpoint import load_model, require_contract, save_model
 from medssl.platform.encoders import Encoder, architecture_of
@@ -64,6 +65,7 @@ def pretrain(ctx: RunContext) -> None:
     initial = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
     phases = ctx.config.pretrain.phases()
     cards, steps, seconds = [], 0, 0.0
+    trained = None  # the last phase's method, when this attempt trained it
     for k in range(len(phases)):
         folder = phase_folder(ctx.run_dir, ctx.config, k)
         key = "pretrain" if len(phases) == 1 else f"pretrain:{k + 1}"
@@ -76,6 +78,7 @@ def pretrain(ctx: RunContext) -> None:
             continue
         started = time.perf_counter()
         method, done_steps = _train_phase(ctx, encoder, k, folder)
+        trained = method if k == len(phases) - 1 else None
         took = time.perf_counter() - started
         cards.append(method.card())
         steps, seconds = steps + done_steps, seconds + took
@@ -88,6 +91,8 @@ def pretrain(ctx: RunContext) -> None:
         method_card = cards[0] if len(cards) == 1 else {"name": ctx.method_name, "phases": cards}
         card = _pretrain_card(ctx, encoder, method_card, (steps, seconds), initial)
         save_model(out, encoder.state_dict(), card)
+        if trained is not None:
+            save_joint(ctx, out, trained)
     barrier()  # later stages on every rank read what rank 0 just wrote
     ctx.state.mark_done("pretrain")
 
@@ -118,7 +123,7 @@ def _train_phase(ctx: RunContext, encoder: Encoder, phase: int, folder: Path) ->
     cls, settings = method_settings(ctx.config, phase)
     # Each phase seeds its own heads, so a resumed phase k starts as it did the first time.
     L.seed_everything(ctx.config.seed + phase, workers=True, verbose=False)
-    method = cls(encoder, settings)
+    method = cls.build(encoder, settings, ctx.facts)
     loader = ctx.pretrain_loader(cls.name, cls.batch_spec(method.config), cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * len(loader)
     epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps / len(loader))
@@ -271,6 +276,13 @@ def probe(ctx: RunContext) -> None:
                     )
         if "forecast" in cfg.kinds:
             rows += protocols.forecast_probe(ctx, encoder, init_label(ctx, init))
+        if set(JOINT_KINDS) & set(cfg.kinds):
+            joint = (
+                load_joint(ctx, ctx.pretrained_dir(), encoder)
+                if init == "pretrained"
+                else random_joint(ctx)
+            )
+            rows += joint_probe(ctx, joint, init_label(ctx, init))
         print_rows(rows)
         ctx.state.mark_done(key, rows)
 

@@ -71,6 +71,8 @@ for _name, _description in {
     "mask": "segmentation mask (B, 1, *spatial), int64 label map",
     "channels_present": "(B, C) bool",
     "index": "position of each sample in its dataset (int64); seeds keyed randomness",
+    "ecg": "paired ECG segment (B, leads, T) at the adapter's sampling rate",
+    "ecg_present": "(B,) bool: the item has a paired ECG (rows without one carry zeros)",
 }.items():
     register_field(_name, _description)
 

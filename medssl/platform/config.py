@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medssl.platform.config_stack import (
     apply_override,
@@ -251,10 +251,16 @@ FORECAST_HORIZONS = [24, 48, 168, 336, 720]
 class ProbeConfig(Section):
     """Frozen-encoder probes. `linear` / `knn`: logistic regression / kNN on global features;
     `svm`: TS2Vec's RBF SVM (C by cross-validation on train); `forecast`: TS2Vec's ridge
-    forecast from causal sliding representations, one result per horizon in `horizons`."""
+    forecast from causal sliding representations, one result per horizon in `horizons`;
+    `zeroshot` / `retrieval` (image-text methods): classification from the `prompts` of each
+    class, and Recall@1/5/10 between held-out images and their reports."""
 
-    kinds: list[Literal["linear", "knn", "svm", "forecast"]] = Field(
+    kinds: list[Literal["linear", "knn", "svm", "forecast", "zeroshot", "retrieval"]] = Field(
         default_factory=lambda: ["linear", "knn"]
+    )
+    prompts: dict[int, list[str]] = Field(
+        default_factory=dict,
+        description="zeroshot probe: class label -> the prompts that describe it",
     )
     horizons: list[int] = Field(
         default_factory=lambda: list(FORECAST_HORIZONS),
@@ -281,6 +287,17 @@ class ProbeConfig(Section):
         if not value or any(h < 1 for h in value):
             raise ValueError(f"needs at least one horizon, each >= 1 step; got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _prompts(self) -> ProbeConfig:
+        if "zeroshot" in self.kinds:
+            described = [k for k, texts in self.prompts.items() if any(t.strip() for t in texts)]
+            if len(described) < 2 or sorted(described) != list(range(len(self.prompts))):
+                raise ValueError(
+                    "zeroshot needs probe.prompts for the class labels 0, 1, ... in order, "
+                    "each with a prompt, e.g. {0: ['no pneumonia'], 1: ['pneumonia']}"
+                )
+        return self
 
 
 class TrainerConfig(Section):

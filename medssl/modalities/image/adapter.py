@@ -15,12 +15,22 @@ from medssl.modalities.base import Modality, Problem, Purpose, Record
 from medssl.modalities.image.cache import prepare_images
 from medssl.modalities.image.dataset import NO_MASKS, ImageDataset
 from medssl.modalities.image.manifest import scan_records
+from medssl.modalities.image.paired import (
+    EcgSettings,
+    TextSettings,
+    fit_paired,
+    paired_problems,
+)
 from medssl.modalities.image.prepared import PreparedImages
 from medssl.modalities.image.validate import validate_dataset
+from medssl.modalities.manifest import listed_records
 from medssl.platform.batch import ITEMS, SUBJECT_PAIRS
 from medssl.platform.errors import ConfigError
 from medssl.platform.registry import MODALITIES
 
+#: Batch fields of the paired report and ECG, served only when their settings are on.
+PAIRED_TEXT = frozenset({"text", "text_mask"})
+PAIRED_ECG = frozenset({"ecg", "ecg_present"})
 #: The default side of the square images are fitted into: the input size most chest X-ray
 #: networks are trained and published at (ImageNet-style 224 x 224).
 DEFAULT_IMAGE_SIZE = 224
@@ -40,6 +50,11 @@ class ImagePreprocessing(BaseModel):
     percentiles: lower and upper percentile of the "percentile" mode.
     dicom_voi: apply a DICOM file's VOI LUT, or its Window Center/Width, when it has one
         (after RescaleSlope/Intercept; MONOCHROME1 is always inverted so bright is dense).
+    text: report text for image-text methods (`TextSettings`: max_tokens, vocab_size,
+        min_frequency, lowercase); every manifest row then needs a `report_text` or `report`
+        cell. None (default): images only.
+    ecg: an ECG segment per row for tri-modal methods (`EcgSettings`: fs, length), from an
+        `ecg` column; None (default): no ECG.
 
     Example:
         >>> ImagePreprocessing(image_size=32).size
@@ -52,6 +67,8 @@ class ImagePreprocessing(BaseModel):
     intensity: Literal["percentile", "minmax", "zscore", "none"] = "percentile"
     percentiles: tuple[float, float] = (0.5, 99.5)
     dicom_voi: bool = True
+    text: TextSettings | None = None
+    ecg: EcgSettings | None = None
 
     @field_validator("image_size")
     @classmethod
@@ -92,7 +109,9 @@ class ImageModality(Modality):
     """
 
     name: ClassVar[str] = "image"
-    provides: ClassVar[frozenset[str]] = frozenset({"subject", "label", "index", "spacing"})
+    provides: ClassVar[frozenset[str]] = frozenset(
+        {"subject", "label", "index", "spacing", "text", "text_mask", "ecg", "ecg_present"}
+    )
     default_encoder: ClassVar[str] = "resnet"
     Preprocessing: ClassVar[type[BaseModel]] = ImagePreprocessing
     groupings: ClassVar[frozenset[str]] = frozenset({ITEMS, SUBJECT_PAIRS})
@@ -108,14 +127,61 @@ class ImageModality(Modality):
                 f"{self.encoder_dims}-D; set encoder.spatial_dims=2"
             )
 
+    def provided_fields(self) -> frozenset[str]:
+        """Report tokens only with `text` set, the ECG only with `ecg` set."""
+        withheld = set()
+        if self.preprocessing.text is None:
+            withheld |= PAIRED_TEXT
+        if self.preprocessing.ecg is None:
+            withheld |= PAIRED_ECG
+        return self.provides - withheld
+
+    def withheld_hint(self, fields: frozenset[str], grouping: str) -> str | None:
+        if fields & PAIRED_TEXT:
+            return (
+                "set data.preprocessing.text (e.g. text={max_tokens:128}) and give every "
+                "manifest row a report_text or report cell"
+            )
+        if fields & PAIRED_ECG:
+            return (
+                "set data.preprocessing.ecg (e.g. ecg={fs:100,length:1000}) and give the "
+                "manifest an ecg column of <file.npz>#<k> segments"
+            )
+        return None
+
     def scan(self, path: str | Path) -> list[Record]:
-        return scan_records(path)
+        records = scan_records(path)
+        problems = paired_problems(path, records, self.preprocessing.text, self.preprocessing.ecg)
+        return listed_records(
+            path, records, problems, validate="medssl validate --modality image", items="images"
+        )
 
     def validate(self, path: str | Path) -> list[Problem]:
-        return validate_dataset(path, apply_voi=self.preprocessing.dicom_voi)
+        problems = validate_dataset(path, apply_voi=self.preprocessing.dicom_voi)
+        prep = self.preprocessing
+        if problems or (prep.text is None and prep.ecg is None):
+            return problems
+        return paired_problems(path, scan_records(path), prep.text, prep.ecg)
 
     def prepare(self, records: Sequence[Record], cache_dir: str | Path) -> PreparedImages:
         return prepare_images(records, cache_dir, self.preprocessing)
+
+    def fit(
+        self,
+        prepared: Any,
+        train: Sequence[int],
+        folder: str | Path,
+        *,
+        fitted: str | Path | None = None,
+    ) -> dict[str, Any]:
+        """Train the report tokenizer on the training reports (or read the one in `fitted`),
+        tokenise every report and read every ECG segment; see `fit_paired`."""
+        prep = self.preprocessing
+        if prep.text is None and prep.ecg is None:
+            return {}
+        paired, facts = fit_paired(prepared.records, train, folder, prep.text, prep.ecg, fitted)
+        prepared.paired = paired
+        return facts
 
     def dataset(
         self, prepared: Any, indices: Sequence[int], purpose: Purpose, seed: int = 0
@@ -128,7 +194,7 @@ class ImageModality(Modality):
         return ImageDataset(prepared, indices, purpose)
 
     def contract(self) -> dict[str, Any]:
-        contract = self.preprocessing.model_dump(mode="json")
+        contract = self.preprocessing.model_dump(mode="json", exclude_none=True)
         contract["channels"] = ["grey"]
         contract["layout"] = "(1, H, W)"
         return contract

@@ -21,7 +21,7 @@ from medssl.modalities.image.prepared import PreparedImages
 from medssl.modalities.image.readers import Radiograph, npz_images, read_image
 from medssl.modalities.image.resize import fit_images
 from medssl.modalities.image.slices import read_axial_slices, split_slice_ref
-from medssl.modalities.volume.readers import NPZ_ARRAYS, npz_layout, npz_locate, split_npz_ref
+from medssl.modalities.npz import NPZ_ARRAYS, npz_layout, npz_locate, split_npz_ref
 from medssl.platform.errors import DataError
 from medssl.platform.io import atomic_folder
 
@@ -35,10 +35,16 @@ def cache_key(records: Sequence[Record], preprocessing: Any) -> str:
     """sha256 of the settings, the record list and the size / mtime of every source file."""
     payload = {
         "version": CACHE_VERSION,
-        "preprocessing": preprocessing.model_dump(mode="json"),
+        "preprocessing": pixel_settings(preprocessing),
         "images": [r.image for r in records],
     }
     return content_key(payload, [source_file(r.image) for r in records])
+
+
+def pixel_settings(preprocessing: Any) -> dict[str, Any]:
+    """The settings the cached pixels depend on (the paired report and ECG settings do not
+    touch them, so changing those keeps the cache)."""
+    return preprocessing.model_dump(mode="json", exclude={"text", "ecg"})
 
 
 def source_file(image: str) -> str:
@@ -118,7 +124,7 @@ def prepare_images(
             np.save(staging / f"{name}.npy", getattr(arrays, name), allow_pickle=False)
         meta = {
             "version": CACHE_VERSION,
-            "preprocessing": preprocessing.model_dump(mode="json"),
+            "preprocessing": pixel_settings(preprocessing),
             "size": list(size),
             "items": arrays.info,
         }

@@ -22,7 +22,8 @@ NO_MASKS = (
 
 
 class ImageDataset(Dataset):
-    """Items `{x, index, subject, spacing[, label]}` of a `PreparedImages`.
+    """Items `{x, index, subject, spacing[, label][, text, text_mask][, ecg, ecg_present]}`
+    of a `PreparedImages` (the paired fields once `ImageModality.fit` attached them).
 
     x: float32 (1, H, W); index: the record's position in the prepared dataset (keys the
     augmentation); subject: the rank of its subject_id; spacing: float32 (2,) mm between rows
@@ -70,6 +71,8 @@ class ImageDataset(Dataset):
         }
         if self._with_label:
             item["label"] = np.asarray(prepared.records[i].label, dtype=self._label_dtype)
+        if prepared.paired is not None:
+            item.update(prepared.paired.item(i))
         return item
 
 

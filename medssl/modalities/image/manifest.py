@@ -18,16 +18,21 @@ from medssl.modalities.image.slices import VOLUME_SUFFIXES, axial_count
 from medssl.modalities.manifest import (
     MISSING,
     ManifestRow,
+    cell_text,
     duplicate_problems,
     listed_records,
     manifest_entries,
     npz_records,
     parse_number,
+    resolve_path,
     unique_stems,
     walk_folder,
 )
 from medssl.modalities.volume.dicom import has_dicom_preamble
 from medssl.platform.errors import DataError
+
+#: Manifest columns naming a file that belongs to the row's image (its report, its ECG).
+PAIRED_FILE_COLUMNS = ("report", "ecg")
 
 
 def discover(path: str | Path) -> tuple[list[Record], list[Problem]]:
@@ -142,12 +147,16 @@ def _manifest_record(entry: ManifestRow, manifest: Path) -> tuple[Record, list[P
                 "empty the mask column",
             )
         )
+    extra = dict(entry.extra)
+    for column in PAIRED_FILE_COLUMNS:  # paired files resolve like the image does
+        if cell_text(extra.get(column)):
+            extra[column] = resolve_path(cell_text(extra[column]), manifest.parent)
     record = Record(
         subject_id=entry.subject_id,
         image=entry.image,
         label=label,
         split=entry.split,
-        extra=entry.extra,
+        extra=extra,
     )
     return record, problems
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from medssl.modalities.base import Record
+from medssl.modalities.image.paired import PairedData
 from medssl.platform.errors import DataError
 
 
@@ -43,6 +44,8 @@ class PreparedImages:
         unique = sorted({r.subject_id for r in self.records})
         self._subject_rank = {s: i for i, s in enumerate(unique)}
         self._images: np.ndarray | None = None
+        #: Report tokens and ECG segments, attached by `ImageModality.fit` when configured.
+        self.paired: PairedData | None = None
 
     def __len__(self) -> int:
         return len(self.records)

@@ -98,3 +98,32 @@ def pool_per_scan(
     first = np.sort(first)
     pooled = np.stack([values[owner == owner[k]].mean(axis=0) for k in first])
     return pooled, labels[first]
+
+
+def extract_joint_embeddings(
+    model: nn.Module, dataloader: Iterable[Mapping[str, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
+    """Joint-space embeddings of every image and its report from an image-text method (one
+    with `embed_images(x)` and `embed_texts(text, text_mask)`): (images (N, D), reports
+    (N, D), labels (N,) or None), on the CPU, with the model in eval mode under no_grad (its
+    mode is restored afterwards)."""
+    device = module_device(model)
+    was_training = model.training
+    model.eval()
+    images: list[torch.Tensor] = []
+    texts: list[torch.Tensor] = []
+    labels: list[np.ndarray] | None = []
+    try:
+        with torch.no_grad():
+            for batch in dataloader:
+                x = torch.as_tensor(batch["x"]).to(device)
+                ids = torch.as_tensor(batch["text"]).to(device)
+                mask = torch.as_tensor(batch["text_mask"]).to(device).bool()
+                images.append(model.embed_images(x).float().cpu())  # type: ignore[operator]
+                texts.append(model.embed_texts(ids, mask).float().cpu())  # type: ignore[operator]
+                labels = _gather(labels, batch, "label")
+    finally:
+        model.train(was_training)
+    if not images:
+        raise ValueError("the data loader yielded no batches; there is nothing to embed")
+    return torch.cat(images), torch.cat(texts), np.concatenate(labels) if labels else None

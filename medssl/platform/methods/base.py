@@ -6,7 +6,7 @@ rest (optimiser, schedule, logging, checkpoints).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -33,6 +33,9 @@ class Method(nn.Module):
     requires: ClassVar[frozenset[str]] = frozenset()
     grouping: ClassVar[str] = ITEMS
     encoder_output: ClassVar[str] = "global"
+    #: Whether the method embeds report text beside the images in one space (zero-shot
+    #: classification and retrieval probe it through `embed_images` / `embed_texts`).
+    embeds_text: ClassVar[bool] = False
 
     def __init__(self, encoder: Encoder) -> None:
         super().__init__()
@@ -41,9 +44,22 @@ class Method(nn.Module):
         self.seed = 0
         self.epoch = 0
 
+    @classmethod
+    def build(cls, encoder: Encoder, config: Any, facts: Mapping[str, Any]) -> Method:
+        """The method for `encoder` under a validated `config`. `facts` are what the data's
+        fit learnt (`Modality.fit`: vocabulary size, ECG leads, ...), for methods whose
+        other towers are sized by the data; most methods need none."""
+        return cls(encoder, config)  # type: ignore[call-arg]
+
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Return a dict with at least `loss` (scalar) and any scalars worth logging."""
         raise NotImplementedError
+
+    def joint_state(self) -> dict[str, torch.Tensor] | None:
+        """Weights beyond the encoder that using the model needs (a text tower and the
+        projectors of a joint image-text space), saved beside the encoder; None for methods
+        whose encoder is all they leave."""
+        return None
 
     def after_optimizer_step(self, step: int, max_steps: int) -> None:
         """Hook run after each optimiser step (EMA target updates live here)."""

@@ -45,8 +45,13 @@ def _folder(root: Path, png_writer: Callable, names: list[str]) -> Path:
 def test_registered_with_its_declarations() -> None:
     cls = MODALITIES.get("image")
     assert cls is ImageModality
-    assert cls.provides == frozenset({"subject", "label", "index", "spacing"})
+    paired = {"text", "text_mask", "ecg", "ecg_present"}
+    assert cls.provides == frozenset({"subject", "label", "index", "spacing"} | paired)
     assert cls.provides <= set(batch_fields())
+    # The report and ECG fields are served only when their settings are on.
+    assert ImageModality().provided_fields() == cls.provides - paired
+    with_text = ImageModality({"text": {"max_tokens": 32}})
+    assert with_text.provided_fields() == cls.provides - {"ecg", "ecg_present"}
     assert cls.default_encoder == "resnet" and cls.groupings == {ITEMS, SUBJECT_PAIRS}
     assert not cls.reducible
 
