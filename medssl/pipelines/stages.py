@@ -257,6 +257,8 @@ def probe(ctx: RunContext) -> None:
             )
             chosen = [position[i] for i in subset]
             x, y = train_x[chosen], train_y[chosen]
+            if not regression:
+                check_probe_classes(ctx, budget, y, test_y)
             for kind in labelled:
                 metrics = _probe_metrics(ctx, kind, regression, (x, y), (test_x, test_y))
                 for metric, value in metrics.items():
@@ -273,6 +275,27 @@ def probe(ctx: RunContext) -> None:
             rows += protocols.forecast_probe(ctx, encoder, init_label(ctx, init))
         print_rows(rows)
         ctx.state.mark_done(key, rows)
+
+
+def check_probe_classes(
+    ctx: RunContext, budget: int | float, train_y: np.ndarray, test_y: np.ndarray
+) -> None:
+    """DataError naming the dataset when a classification probe cannot be fitted: its labels
+    hold a single class, or a held-out class has no training item at this budget."""
+    seen, held = set(np.unique(train_y).tolist()), set(np.unique(test_y).tolist())
+    if len(seen | held) < 2:
+        raise DataError(
+            f"{ctx.config.data.path}: every labelled item has class {sorted(seen | held)}, and a "
+            "classification probe needs two or more; label items of another class, set "
+            "probe.target=regression for a continuous target, or drop 'probe' from stages"
+        )
+    missing = sorted(held - seen)
+    if missing:
+        raise DataError(
+            f"{ctx.config.data.path}: held-out class(es) {missing} have no training item at "
+            f"label budget {budget_label(budget)}; put items of them in the training split or "
+            "raise probe.label_budgets"
+        )
 
 
 #: Above this many distinct whole-number labels, `probe.target: auto` probes a regression.
@@ -336,13 +359,22 @@ def task_of(ctx: RunContext) -> Any:
 
 
 def num_classes(ctx: RunContext) -> int:
-    if ctx.config.data.num_classes:
-        return ctx.config.data.num_classes
+    """`data.num_classes`, else the largest label (or mask value) + 1; a set value that the
+    labels exceed is a ConfigError (the loss would index past the model's outputs)."""
     if ctx.config.finetune.task == "classification":
         values = {ctx.records[i].label for i in ctx.train + ctx.holdout} - {None}
         if not values:
             raise DataError(
                 f"{ctx.config.data.path}: classification needs a 'label' for the labelled scans"
             )
-        return max(2, int(max(values)) + 1)  # type: ignore[arg-type]
-    return int(ctx.prepared.max_mask_label()) + 1
+        largest = int(max(values))  # type: ignore[arg-type]
+    else:
+        largest = int(ctx.prepared.max_mask_label())
+    wanted = ctx.config.data.num_classes
+    if wanted and largest >= wanted:
+        what = "label" if ctx.config.finetune.task == "classification" else "mask value"
+        raise ConfigError(
+            f"data.num_classes: {wanted} classes (0..{wanted - 1}) but {ctx.config.data.path} "
+            f"has {what} {largest}; set it to {largest + 1} or more, or leave it unset"
+        )
+    return wanted or max(2, largest + 1)
