@@ -141,7 +141,11 @@ def _train_phase(ctx: RunContext, encoder: Encoder, phase: int, folder: Path) ->
     resume = last_checkpoint(folder)
     if resume is not None:
         print(f"[pretrain] resuming from {resume.relative_to(ctx.run_dir)}", flush=True)
-    trainer.fit(module, loader, ckpt_path=resume)
+    try:
+        trainer.fit(module, loader, ckpt_path=resume)
+    except FloatingPointError as exc:  # a diverged loss: the phase's lr is the usual cause
+        lr_key = "pretrain.lr" if phase == 0 else f"pretrain.then.{phase - 1}.lr"
+        raise ConfigError(f"{lr_key} {cfg.lr}: {exc}") from None
     averaged = method.inference_encoder()
     if averaged is not encoder:  # e.g. the SWA copy TS2Vec and AutoTCL evaluate with
         encoder.load_state_dict(averaged.state_dict())

@@ -3,6 +3,7 @@ data: each is a ConfigError or DataError naming the key or the dataset, never a 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from medssl.modalities.base import Record
+from medssl.pipelines import api
 from medssl.pipelines.stages import check_probe_classes, num_classes
 from medssl.platform.config import PipelineConfig
 from medssl.platform.errors import ConfigError, DataError
@@ -92,3 +94,26 @@ def test_num_classes_below_the_mask_values_is_a_config_error() -> None:
     ctx.prepared = SimpleNamespace(max_mask_label=lambda: 5)
     with pytest.raises(ConfigError, match=r"data.num_classes: 3 classes .* has mask value 5"):
         num_classes(ctx)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- diverged loss
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["stages=[pretrain]", "pretrain.lr=1e30"], "pretrain.lr"),
+        (
+            ["stages=[pretrain]", "pretrain.then=[{method: {name: simclr}, max_steps: 2, "
+             "batch_size: 8, lr: 1.0e+30}]"],
+            "pretrain.then.0.lr",
+        ),
+        (["stages=[finetune]", "finetune.inits=[scratch]", "finetune.lr=1e30"], "finetune.lr"),
+    ],
+)
+def test_a_diverged_loss_names_the_learning_rate(
+    tmp_path: Path, overrides: list[str], key: str
+) -> None:
+    data = _images(tmp_path, [0, 1] * 8)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)} 1e\+30: .*loss became nan"):
+        api.run("xray-simclr", [f"data.path={data}", *QUICK, *overrides], tmp_path / "run")
