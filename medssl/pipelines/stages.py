@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from medssl.pipelines import protocols
-from medssl.pipelines.context import RunContext, method_settings, phase_folder
+from medssl.pipelines.context import RunContext, method_settings, phase_folder, phase_key
 from medssl.pipelines.splits import budget_label, label_subset
 from medssl.platform.checkpoint import load_model, require_contract, save_model
 from medssl.platform.encoders import Encoder, architecture_of
@@ -118,7 +118,10 @@ def _train_phase(ctx: RunContext, encoder: Encoder, phase: int, folder: Path) ->
     cls, settings = method_settings(ctx.config, phase)
     # Each phase seeds its own heads, so a resumed phase k starts as it did the first time.
     L.seed_everything(ctx.config.seed + phase, workers=True, verbose=False)
-    method = cls(encoder, settings)
+    try:
+        method = cls(encoder, settings)
+    except ValueError as exc:  # the method cannot train this encoder (settings are valid)
+        raise ConfigError(f"{phase_key(phase)}.name: {exc}; or change encoder.name") from None
     loader = ctx.pretrain_loader(cls.name, cls.batch_spec(method.config), cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * len(loader)
     epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps / len(loader))
