@@ -82,6 +82,14 @@ def check_compatibility(config: PipelineConfig) -> None:
     for phase in range(len(phases)):
         cls, settings = method_settings(config, phase)
         modality.check_batches(cls.name, cls.batch_spec(settings), phase_key(phase))
+        # Views are warped to output_size: one side per spatial axis of the encoder's input.
+        size = getattr(getattr(settings, "augment", None), "output_size", None)
+        dims = config.encoder.spatial_dims
+        if size is not None and len(size) != dims:
+            raise ConfigError(
+                f"{phase_key(phase)}.augment.output_size: {list(size)} has {len(size)} sides "
+                f"but encoder.spatial_dims is {dims}; give {dims} sides or leave it unset"
+            )
 
 
 def method_settings(config: PipelineConfig, phase: int = 0) -> tuple[Any, Any]:

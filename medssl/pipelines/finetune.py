@@ -31,7 +31,7 @@ from medssl.pipelines.stages import (
 from medssl.pipelines.tasks.pretrained import selected_parameter_names
 from medssl.platform.checkpoint import load_model, save_model
 from medssl.platform.engine.trainer import build_trainer, last_checkpoint
-from medssl.platform.errors import DataError
+from medssl.platform.errors import ConfigError, DataError
 from medssl.platform.io import atomic_write_json
 
 BEST = "best"  # sub-folder of a fine-tuning run holding the checkpoint picked on validation
@@ -229,7 +229,10 @@ def finetune(ctx: RunContext) -> None:
             f"({len(run.train)} training items{picked}), seed {run.seed}, {steps} steps",
             flush=True,
         )
-        trainer.fit(module, loader, ckpt_path=last_checkpoint(run.folder))
+        try:
+            trainer.fit(module, loader, ckpt_path=last_checkpoint(run.folder))
+        except FloatingPointError as exc:  # a diverged loss: finetune.lr is the usual cause
+            raise ConfigError(f"finetune.lr {cfg.lr}: {exc}") from None
         if trainer.global_rank == 0:
             save_model(run.folder, model.state_dict(), card)
         ctx.state.mark_done(key)

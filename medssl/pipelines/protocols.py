@@ -83,6 +83,26 @@ def forecast_metrics(
     return out
 
 
+def check_forecast_fits(splits: dict[str, slice], horizons: list[int], window: int) -> None:
+    """ConfigError naming `probe.horizons` or `probe.forecast_window` when a split holds no
+    (representation, next H rows) pair: checked before the (slow) sliding encoding."""
+    for split, rows in splits.items():
+        steps = rows.stop - rows.start
+        drop = window if split == "train" else 0  # the first training rows lack their context
+        for horizon in horizons:
+            if steps - horizon - drop >= 1:
+                continue
+            if steps - horizon >= 1:
+                raise ConfigError(
+                    f"probe.forecast_window: {window} past steps leave no pair for horizon "
+                    f"{horizon} in the {steps} training rows; lower it below {steps - horizon}"
+                )
+            raise ConfigError(
+                f"probe.horizons: horizon {horizon} is not shorter than the {steps} {split} "
+                "rows; use shorter horizons or longer data.preprocessing.forecasting splits"
+            )
+
+
 def forecast_probe(ctx: RunContext, encoder: Encoder, init: str) -> list[dict[str, Any]]:
     """Rows `probe/forecast` of TS2Vec's forecasting protocol on normalised data: mse/H<h> and
     mae/H<h> for every horizon of `probe.horizons`, and their means over the horizons
@@ -90,6 +110,7 @@ def forecast_probe(ctx: RunContext, encoder: Encoder, init: str) -> list[dict[st
     on the validation months (compare pretraining settings by these, never by the test)."""
     cfg = ctx.config.probe
     windows = forecast_table(ctx)
+    check_forecast_fits(windows.splits, cfg.horizons, cfg.forecast_window)
     reps = sliding_representations(encoder, windows, cfg.forecast_window)
     results = forecast_metrics(
         reps, windows.targets, windows.splits, cfg.horizons, train_drop=cfg.forecast_window

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from medssl.pipelines import protocols
-from medssl.pipelines.context import RunContext, method_settings, phase_folder
+from medssl.pipelines.context import RunContext, method_settings, phase_folder, phase_key
 from medssl.pipelines.joint import JOINT_KINDS, joint_probe, load_joint, random_joint, save_joint
 from medssl.pipelines.splits import budget_label, label_subset
 from medssl.platform.checkpoint import load_model, require_contract, save_model
@@ -123,7 +123,12 @@ def _train_phase(ctx: RunContext, encoder: Encoder, phase: int, folder: Path) ->
     cls, settings = method_settings(ctx.config, phase)
     # Each phase seeds its own heads, so a resumed phase k starts as it did the first time.
     L.seed_everything(ctx.config.seed + phase, workers=True, verbose=False)
-    method = cls.build(encoder, settings, ctx.facts)
+    try:
+        method = cls.build(encoder, settings, ctx.facts)
+    except ConfigError:
+        raise  # already names its key
+    except ValueError as exc:  # the method cannot train this encoder (settings are valid)
+        raise ConfigError(f"{phase_key(phase)}.name: {exc}; or change encoder.name") from None
     loader = ctx.pretrain_loader(cls.name, cls.batch_spec(method.config), cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * len(loader)
     epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps / len(loader))
@@ -146,7 +151,11 @@ def _train_phase(ctx: RunContext, encoder: Encoder, phase: int, folder: Path) ->
     resume = last_checkpoint(folder)
     if resume is not None:
         print(f"[pretrain] resuming from {resume.relative_to(ctx.run_dir)}", flush=True)
-    trainer.fit(module, loader, ckpt_path=resume)
+    try:
+        trainer.fit(module, loader, ckpt_path=resume)
+    except FloatingPointError as exc:  # a diverged loss: the phase's lr is the usual cause
+        lr_key = "pretrain.lr" if phase == 0 else f"pretrain.then.{phase - 1}.lr"
+        raise ConfigError(f"{lr_key} {cfg.lr}: {exc}") from None
     averaged = method.inference_encoder()
     if averaged is not encoder:  # e.g. the SWA copy TS2Vec and AutoTCL evaluate with
         encoder.load_state_dict(averaged.state_dict())
@@ -262,6 +271,8 @@ def probe(ctx: RunContext) -> None:
             )
             chosen = [position[i] for i in subset]
             x, y = train_x[chosen], train_y[chosen]
+            if not regression:
+                check_probe_classes(ctx, budget, y, test_y)
             for kind in labelled:
                 metrics = _probe_metrics(ctx, kind, regression, (x, y), (test_x, test_y))
                 for metric, value in metrics.items():
@@ -285,6 +296,27 @@ def probe(ctx: RunContext) -> None:
             rows += joint_probe(ctx, joint, init_label(ctx, init))
         print_rows(rows)
         ctx.state.mark_done(key, rows)
+
+
+def check_probe_classes(
+    ctx: RunContext, budget: int | float, train_y: np.ndarray, test_y: np.ndarray
+) -> None:
+    """DataError naming the dataset when a classification probe cannot be fitted: its labels
+    hold a single class, or a held-out class has no training item at this budget."""
+    seen, held = set(np.unique(train_y).tolist()), set(np.unique(test_y).tolist())
+    if len(seen | held) < 2:
+        raise DataError(
+            f"{ctx.config.data.path}: every labelled item has class {sorted(seen | held)}, and a "
+            "classification probe needs two or more; label items of another class, set "
+            "probe.target=regression for a continuous target, or drop 'probe' from stages"
+        )
+    missing = sorted(held - seen)
+    if missing:
+        raise DataError(
+            f"{ctx.config.data.path}: held-out class(es) {missing} have no training item at "
+            f"label budget {budget_label(budget)}; put items of them in the training split or "
+            "raise probe.label_budgets"
+        )
 
 
 #: Above this many distinct whole-number labels, `probe.target: auto` probes a regression.
@@ -348,13 +380,22 @@ def task_of(ctx: RunContext) -> Any:
 
 
 def num_classes(ctx: RunContext) -> int:
-    if ctx.config.data.num_classes:
-        return ctx.config.data.num_classes
+    """`data.num_classes`, else the largest label (or mask value) + 1; a set value that the
+    labels exceed is a ConfigError (the loss would index past the model's outputs)."""
     if ctx.config.finetune.task == "classification":
         values = {ctx.records[i].label for i in ctx.train + ctx.holdout} - {None}
         if not values:
             raise DataError(
                 f"{ctx.config.data.path}: classification needs a 'label' for the labelled scans"
             )
-        return max(2, int(max(values)) + 1)  # type: ignore[arg-type]
-    return int(ctx.prepared.max_mask_label()) + 1
+        largest = int(max(values))  # type: ignore[arg-type]
+    else:
+        largest = int(ctx.prepared.max_mask_label())
+    wanted = ctx.config.data.num_classes
+    if wanted and largest >= wanted:
+        what = "label" if ctx.config.finetune.task == "classification" else "mask value"
+        raise ConfigError(
+            f"data.num_classes: {wanted} classes (0..{wanted - 1}) but {ctx.config.data.path} "
+            f"has {what} {largest}; set it to {largest + 1} or more, or leave it unset"
+        )
+    return wanted or max(2, largest + 1)

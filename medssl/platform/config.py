@@ -315,7 +315,7 @@ class PipelineConfig(Section):
     """The whole pipeline. Every section has defaults; `data.path` is needed to run."""
 
     name: str = "pipeline"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**31, description="numpy and torch take seeds >= 0")
     stages: list[Stage] = Field(default_factory=lambda: ["pretrain", "probe", "report"])
     data: DataConfig = Field(default_factory=DataConfig)
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)

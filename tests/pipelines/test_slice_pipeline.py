@@ -122,6 +122,36 @@ def test_global_then_local_pipeline_on_slices(tmp_path: Path, cohort: Path) -> N
     assert all(np.isfinite(r["value"]) for r in rows)
 
 
+def test_more_volumes_per_batch_than_the_training_split_is_a_config_error(
+    tmp_path: Path, cohort: Path
+) -> None:
+    overrides = [
+        f"data.path={cohort}", f"data.cache_dir={tmp_path / 'cache'}", "stages=[pretrain]",
+        "data.preprocessing={slice_size: [32, 32], partitions: 3, spacing: [4.0, 4.0, 6.0]}",
+        "encoder.name=unet", "encoder.spatial_dims=2",
+        "encoder.kwargs={features: [4, 4, 8, 8, 8, 4]}",
+        "pretrain.method={name: global_contrast}", "pretrain.batch_size=60",
+        "pretrain.max_steps=1", "trainer.progress_bar=false",
+    ]
+    with pytest.raises(ConfigError, match=r"pretrain.batch_size 60: a batch holds 20 volume\(s\)"):
+        run([], overrides, out=tmp_path / "run")
+
+
+def test_local_contrast_on_an_encoder_without_its_decoder_is_a_config_error(
+    tmp_path: Path, cohort: Path
+) -> None:
+    overrides = [
+        f"data.path={cohort}", f"data.cache_dir={tmp_path / 'cache'}", "stages=[pretrain]",
+        "data.preprocessing={slice_size: [32, 32], partitions: 3, spacing: [4.0, 4.0, 6.0]}",
+        "encoder.name=resnet", "encoder.spatial_dims=2", "encoder.kwargs={depth: 10}",
+        "pretrain.method={name: global_contrast}", "pretrain.batch_size=6",
+        "pretrain.max_steps=1", "trainer.progress_bar=false",
+        "pretrain.then=[{method: {name: local_contrast}, batch_size: 6, max_steps: 1}]",
+    ]
+    with pytest.raises(ConfigError, match=r"pretrain.then.0.method.name: local_contrast needs"):
+        run([], overrides, out=tmp_path / "run")
+
+
 def test_unknown_phase_init_is_a_config_error(tmp_path: Path, cohort: Path) -> None:
     with pytest.raises(ConfigError, match="phase<k>"):
         from medssl.platform.config import load_config
@@ -143,6 +173,8 @@ def test_unknown_phase_init_is_a_config_error(tmp_path: Path, cohort: Path) -> N
         (["encoder.kwargs={bogus: 1}"], "encoder.kwargs.bogus"),
         (["encoder.name=unet", "encoder.spatial_dims=1"], "encoder.spatial_dims"),
         (["stages=[finetune]", "encoder.kwargs={bogus: 1}"], "encoder.kwargs.bogus"),
+        (["pretrain.method={name: simclr, augment: {output_size: [16, 16]}}"],
+         "pretrain.method.augment.output_size: [16, 16] has 2 sides but encoder.spatial_dims is 3"),
     ],
 )
 def test_bad_slice_and_phase_settings_fail_before_any_data_is_read(

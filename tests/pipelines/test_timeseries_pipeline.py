@@ -15,6 +15,7 @@ from medssl.pipelines.prepare import prepare_context
 from medssl.pipelines.presets import resolve
 from medssl.pipelines.runner import run_config
 from medssl.platform.config import PipelineConfig, load_config
+from medssl.platform.errors import ConfigError
 
 TINY = [
     "encoder.kwargs={hidden_dim: 8, output_dim: 16, depth: 1}",
@@ -194,6 +195,27 @@ def test_forecast_probe_on_real_ett_slice(
     assert [seen[0][h]["alpha"] for h in (4, 12)] == [seen[1][h]["alpha"] for h in (4, 12)]
     assert seen[0][4]["mse"] != pytest.approx(seen[1][4]["mse"])
     assert seen[0][4]["val_mse"] == seen[1][4]["val_mse"]
+
+
+def test_forecast_settings_that_leave_no_pair_name_their_key() -> None:
+    splits = {"train": slice(0, 100), "val": slice(100, 130), "test": slice(130, 160)}
+    protocols.check_forecast_fits(splits, [4, 12], window=16)
+    with pytest.raises(ConfigError, match=r"probe.horizons: horizon 30 .* the 30 val rows"):
+        protocols.check_forecast_fits(splits, [4, 30], window=16)
+    with pytest.raises(ConfigError, match=r"probe.forecast_window: 97 .* lower it below 96"):
+        protocols.check_forecast_fits(splits, [4], window=97)
+
+
+@pytest.mark.integration
+def test_forecast_horizon_longer_than_a_split_is_a_config_error(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    csv = _ett_slice(shared_data, tmp_path / "ett.csv", 500)  # by fractions: 100 test rows
+    config = _forecast_config(
+        csv, tmp_path, "[probe, report]", ("probe.inits=[random]", "probe.horizons=[4, 200]")
+    )
+    with pytest.raises(ConfigError, match="probe.horizons: horizon 200"):
+        run_config(config, tmp_path / "run")
 
 
 @pytest.mark.integration

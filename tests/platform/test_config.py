@@ -171,6 +171,7 @@ def test_every_problem_is_listed_at_once() -> None:
         ("encoder.spatial_dims=4", "encoder.spatial_dims", "4", ["2", "3"]),
         ("pretrain.method={temperature: 0.1}", "pretrain.method", "needs a 'name'", ["simclr"]),
         ("stages=[pretrain, train]", "stages", "'train'", list(STAGES)),
+        ("seed=-1", "seed", "-1", ["greater than or equal to 0"]),
     ],
 )
 def test_bad_value_names_path_value_and_what_is_allowed(

@@ -236,15 +236,23 @@ def _partition_batches(
             f"slices, so it must be a multiple of data.preprocessing.partitions ({parts}) times "
             f"the processes ({request.world})"
         )
-    return partition_slice_loader(
-        prepared,
-        indices,
-        volumes_per_batch=request.batch_size // parts // request.world,
-        partitions=parts,
-        seed=request.seed,
-        slice_size=prep.slice_size,  # type: ignore[attr-defined]
-        kept=request.kept,
-        num_workers=request.num_workers,
-        num_replicas=request.world,
-        rank=request.rank,
-    )
+    volumes = request.batch_size // parts // request.world
+    try:
+        return partition_slice_loader(
+            prepared,
+            indices,
+            volumes_per_batch=volumes,
+            partitions=parts,
+            seed=request.seed,
+            slice_size=prep.slice_size,  # type: ignore[attr-defined]
+            kept=request.kept,
+            num_workers=request.num_workers,
+            num_replicas=request.world,
+            rank=request.rank,
+        )
+    except ValueError as exc:  # more volumes per batch than the training split serves
+        raise ConfigError(
+            f"pretrain.batch_size {request.batch_size}: a batch holds {volumes} volume(s) x "
+            f"data.preprocessing.partitions ({parts}) slices, more than the training split "
+            f"serves ({exc})"
+        ) from None

@@ -67,6 +67,24 @@ def _check_roi(roi_size: Sequence[int]) -> tuple[int, ...]:
     return roi
 
 
+def check_run_roi(roi_size: Sequence[int], encoder: Encoder) -> None:
+    """ConfigError naming `finetune.roi_size` (its default: the patch or slice size) when the
+    sliding window is not 2 or 3 positive sides, or is not a size the encoder takes."""
+    try:
+        roi = _check_roi(roi_size)
+    except ValueError as exc:
+        raise ConfigError(f"finetune.roi_size: {exc}; set it to e.g. [96, 96, 96]") from None
+    multiple = int(getattr(encoder, "input_multiple", 1))
+    sides = roi[: encoder.spatial_dims]
+    if len(sides) < encoder.spatial_dims or any(side % multiple for side in sides):
+        fitted = [max(multiple, -(-side // multiple) * multiple) for side in roi]
+        raise ConfigError(
+            f"finetune.roi_size: the window {list(roi)} does not fit encoder '{encoder.name}' "
+            f"({encoder.spatial_dims}-D, sides divisible by {multiple}); set finetune.roi_size "
+            f"to e.g. {fitted}"
+        )
+
+
 def _entries(data: Any) -> Iterator[Mapping[str, Any]]:
     # A map-style Dataset need not raise IndexError at its end, so it is indexed explicitly.
     if isinstance(data, Dataset) and hasattr(data, "__len__"):
@@ -245,6 +263,7 @@ class SegmentationTask:
                     "finetune.roi_size: set the sliding-window size for segmentation "
                     "evaluation, e.g. [96, 96, 96]"
                 )
+            check_run_roi(roi_size, model.encoder)
         if roi_size is None:
             raise ValueError("roi_size is needed for sliding-window evaluation")
         if model.encoder.spatial_dims == 2 and len(roi_size) == 3:

@@ -78,7 +78,7 @@ class PretrainModule(L.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"pretraining loss became {loss.item()} at step {self.global_step}; "
-                "lower pretrain.lr or check the input normalisation"
+                "lower the learning rate or check the input normalisation"
             )
         logged = {f"pretrain/{k}": v.detach().float() for k, v in out.items() if v.ndim == 0}
         self.log_dict(logged, prog_bar=False, batch_size=batch.batch_size, sync_dist=False)

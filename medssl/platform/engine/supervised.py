@@ -104,7 +104,7 @@ class SupervisedModule(L.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"fine-tuning loss became {loss.item()} at step {self.global_step}; "
-                "lower finetune.lr or check the input normalisation"
+                "lower the learning rate or check the input normalisation"
             )
         size = int(batch[self.input_key].shape[0])
         self.log("train/loss", loss.detach().float(), batch_size=size)

@@ -17,10 +17,12 @@ from torch.utils.data import DataLoader
 import medssl.pipelines.tasks  # noqa: F401  (registers the tasks)
 from medssl.pipelines.tasks.segmentation import (
     SegmentationTask,
+    check_run_roi,
     evaluate_segmentation,
     foreground_dice,
 )
 from medssl.platform.batch import collate_items
+from medssl.platform.errors import ConfigError
 from medssl.platform.evaluation.metrics import dice_per_label, hd95_per_label
 from medssl.platform.registry import TASKS
 
@@ -152,3 +154,16 @@ def test_loss_and_validation_dice():
     assert float(loss(perfect, mask[None])) < 0.01 < float(loss(wrong, mask[None]))
     assert foreground_dice(perfect, mask[None]) == pytest.approx(1.0)
     assert foreground_dice(wrong, mask[None]) == pytest.approx(0.0)
+
+
+def test_run_roi_that_the_encoder_cannot_take_names_finetune_roi_size() -> None:
+    net = TinyUNet(spatial_dims=3)
+    net.input_multiple = 16  # as the MONAI UNet: four 2x poolings
+    check_run_roi([32, 32, 16], net)
+    with pytest.raises(ConfigError, match=r"finetune.roi_size: roi_size must be 2 or 3"):
+        check_run_roi([32, 32, 16, 8], net)
+    with pytest.raises(ConfigError, match=r"finetune.roi_size: the window \[40, 32, 16\].*e.g. \[48, 32, 16\]"):
+        check_run_roi([40, 32, 16], net)
+    with pytest.raises(ConfigError, match=r"finetune.roi_size: the window \[32, 32\] does not fit"):
+        check_run_roi([32, 32], net)
+    check_run_roi([32, 32, 5], TinyUNet(spatial_dims=2))  # a 2-D model sees 32 x 32 slices

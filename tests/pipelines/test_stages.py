@@ -1,0 +1,119 @@
+"""Errors a user can reach through the stages (probe, finetune, pretrain) on their config or
+data: each is a ConfigError or DataError naming the key or the dataset, never a traceback."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from medssl.modalities.base import Record
+from medssl.pipelines import api
+from medssl.pipelines.stages import check_probe_classes, num_classes
+from medssl.platform.config import PipelineConfig
+from medssl.platform.errors import ConfigError, DataError
+
+#: A small, fast run of the 2-D image preset: a few steps of each stage on 28x28 images.
+QUICK = [
+    "pretrain.max_steps=2",
+    "pretrain.batch_size=8",
+    "finetune.max_steps=2",
+    "finetune.repeats=1",
+    "finetune.label_budgets=[0.5]",
+    "finetune.validation_fraction=0",
+    "probe.label_budgets=[1.0]",
+    "encoder.kwargs.depth=10",
+    "trainer.progress_bar=false",
+]
+
+
+def _images(folder: Path, labels: list[int]) -> Path:
+    """Random 28x28 radiographs in the MedMNIST layout with the given labels."""
+    rng = np.random.default_rng(0)
+    path = folder / "images.npz"
+    np.savez(
+        path,
+        train_images=rng.integers(0, 255, (len(labels), 28, 28), dtype=np.uint8),
+        train_labels=np.asarray(labels, np.uint8)[:, None],
+    )
+    return path
+
+
+def _ctx(path: str, **data: object) -> SimpleNamespace:
+    config = PipelineConfig.model_validate({"data": {"path": path, **data}})
+    return SimpleNamespace(config=config)
+
+
+# ----------------------------------------------------------------------------- probe
+
+
+def test_probe_on_labels_of_one_class_is_a_data_error() -> None:
+    with pytest.raises(DataError, match=r"scans\.csv: every labelled item has class \[0\]"):
+        check_probe_classes(_ctx("scans.csv"), 1.0, np.zeros(6, int), np.zeros(2, int))  # type: ignore[arg-type]
+
+
+def test_probe_with_a_held_out_class_never_trained_on_is_a_data_error() -> None:
+    with pytest.raises(DataError, match=r"scans\.csv: held-out class\(es\) \[2\].*at label budget 10%"):
+        check_probe_classes(_ctx("scans.csv"), 0.1, np.r_[0, 1, 1], np.r_[0, 2])  # type: ignore[arg-type]
+    check_probe_classes(_ctx("scans.csv"), 0.1, np.r_[0, 1, 2], np.r_[0, 2])  # type: ignore[arg-type]
+
+
+def test_cli_probe_on_one_class_prints_one_line(tmp_path: Path, medssl_cli) -> None:  # type: ignore[no-untyped-def]
+    data = _images(tmp_path, [0] * 12)
+    result = medssl_cli(
+        "run", "xray-simclr", f"data.path={data}", *QUICK, "stages=[probe]",
+        "probe.inits=[random]", "--out", str(tmp_path / "run"), cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "ValueError" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "images.npz: every labelled item has class [0]" in errors[0]
+
+
+# ----------------------------------------------------------------------------- finetune
+
+
+def test_num_classes_below_the_labels_is_a_config_error() -> None:
+    ctx = _ctx("scans.csv", num_classes=2)
+    ctx.config.finetune.task = "classification"
+    ctx.records = [Record(subject_id=f"s{i}", image=f"s{i}.png", label=i) for i in range(4)]
+    ctx.train, ctx.holdout = [0, 1, 2], [3]
+    with pytest.raises(ConfigError, match=r"data.num_classes: 2 classes .* has label 3; set it to 4"):
+        num_classes(ctx)  # type: ignore[arg-type]
+    ctx.config.data.num_classes = 4
+    assert num_classes(ctx) == 4  # type: ignore[arg-type]
+    ctx.config.data.num_classes = None
+    assert num_classes(ctx) == 4  # type: ignore[arg-type]
+
+
+def test_num_classes_below_the_mask_values_is_a_config_error() -> None:
+    ctx = _ctx("scans.csv", num_classes=3)
+    ctx.prepared = SimpleNamespace(max_mask_label=lambda: 5)
+    with pytest.raises(ConfigError, match=r"data.num_classes: 3 classes .* has mask value 5"):
+        num_classes(ctx)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- diverged loss
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["stages=[pretrain]", "pretrain.lr=1e30"], "pretrain.lr"),
+        (
+            ["stages=[pretrain]", "pretrain.then=[{method: {name: simclr}, max_steps: 2, "
+             "batch_size: 8, lr: 1.0e+30}]"],
+            "pretrain.then.0.lr",
+        ),
+        (["stages=[finetune]", "finetune.inits=[scratch]", "finetune.lr=1e30"], "finetune.lr"),
+    ],
+)
+def test_a_diverged_loss_names_the_learning_rate(
+    tmp_path: Path, overrides: list[str], key: str
+) -> None:
+    data = _images(tmp_path, [0, 1] * 8)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)} 1e\+30: .*loss became nan"):
+        api.run("xray-simclr", [f"data.path={data}", *QUICK, *overrides], tmp_path / "run")
