@@ -122,8 +122,8 @@ def random_joint(ctx: RunContext) -> Method:
 
 
 def joint_probe(ctx: RunContext, method: Method, init: str) -> list[dict[str, Any]]:
-    """Zero-shot classification and image<->report Recall@1/5/10 on the held-out subjects:
-    the pair's own report (or image) as the hit, and, with labels, any of the same label."""
+    """Zero-shot classification and image<->report Recall@1/5/10 on the held-out subjects
+    (the pair's own report, or image, is the hit)."""
     cfg = ctx.config.probe
     loader = ctx.loader(ctx.holdout, "evaluate", cfg.batch_size)
     images, texts, labels = extract_joint_embeddings(method, loader)
@@ -131,10 +131,6 @@ def joint_probe(ctx: RunContext, method: Method, init: str) -> list[dict[str, An
     if "retrieval" in cfg.kinds:
         for metric, value in retrieval_scores(images, texts).items():
             rows.append(ctx.row("retrieval", init, "none", metric, value))
-        if labels is not None:  # a report of the same diagnosis counts as a hit
-            same = torch.as_tensor(labels[:, None] == labels[None, :])
-            for metric, value in retrieval_scores(images, texts, positives=same).items():
-                rows.append(ctx.row("retrieval", init, "none", f"same-label {metric}", value))
     if "zeroshot" in cfg.kinds:
         if labels is None:
             raise DataError(
