@@ -67,6 +67,7 @@ def save_joint(ctx: RunContext, model_folder: Path, method: Method) -> None:
         "tokenizer": {"file": TOKENIZER_FILE, "sha256": ctx.facts["tokenizer_sha256"]},
         "config_hash": ctx.config.config_hash(),
         "preprocessing": ctx.modality.contract(),
+        "text": (ctx.config.data.preprocessing or {}).get("text"),
     }
     save_model(folder, state, card)
 

@@ -194,7 +194,9 @@ class ImageModality(Modality):
         return ImageDataset(prepared, indices, purpose)
 
     def contract(self) -> dict[str, Any]:
-        contract = self.preprocessing.model_dump(mode="json", exclude_none=True)
+        # The pixels' contract: the report and ECG settings belong to the joint space's card
+        # (its tokenizer), so an encoder pretrained with reports serves image-only runs too.
+        contract = self.preprocessing.model_dump(mode="json", exclude={"text", "ecg"})
         contract["channels"] = ["grey"]
         contract["layout"] = "(1, H, W)"
         return contract

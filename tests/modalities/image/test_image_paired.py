@@ -61,6 +61,8 @@ def test_without_text_settings_the_report_cells_are_ignored(tmp_path: Path) -> N
     modality = _modality()
     assert len(modality.scan(manifest)) == 6
     assert "text" not in modality.contract()  # image-only cards keep their old contract
+    # The image encoder's contract is the pixels'; report settings do not enter it.
+    assert _modality(text={"max_tokens": 16}).contract() == modality.contract()
 
 
 def test_a_row_without_a_report_is_named(tmp_path: Path) -> None:
