@@ -63,6 +63,7 @@ def write_report(ctx: RunContext, *, seconds: float, write: bool = True) -> dict
             if plot_loss_curve(logs, plots / name):
                 made.append(f"plots/{name}")
         made += plot_label_efficiency(results, plots)
+        made += plot_joint_space(results, plots)
         if (ctx.run_dir / "reduce" / "reduction.png").is_file():
             made.append("reduce/reduction.png")
         report["plots"] = made
@@ -245,6 +246,38 @@ def plot_label_efficiency(results: list[dict[str, Any]], folder: Path) -> list[s
         plt.close(fig)
         made.append(f"plots/{name}")
     return made
+
+
+def plot_joint_space(results: list[dict[str, Any]], folder: Path) -> list[str]:
+    """Zero-shot scores and Recall@K of the image-text probes, one group of bars per
+    initialisation; nothing when the run has neither."""
+    rows = [r for r in results if r["stage"] in ("zeroshot", "retrieval") and r["value"] is not None]
+    if not rows:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [s for s in ("zeroshot", "retrieval") if any(r["stage"] == s for r in rows)]
+    fig, axes = plt.subplots(1, len(stages), figsize=(5.5 * len(stages), 3.4), squeeze=False)
+    inits = list(dict.fromkeys(r["init"] for r in rows))
+    for ax, stage in zip(axes[0], stages, strict=True):
+        metrics = list(dict.fromkeys(r["metric"] for r in rows if r["stage"] == stage))
+        width = 0.8 / len(inits)
+        for k, init in enumerate(inits):
+            value = {r["metric"]: r["value"] for r in rows if r["stage"] == stage and r["init"] == init}
+            xs = [m + (k - (len(inits) - 1) / 2) * width for m in range(len(metrics))]
+            ax.bar(xs, [value.get(m, 0.0) for m in metrics], width, label=init)
+        ax.set_xticks(range(len(metrics)), metrics, rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title("zero-shot (held-out)" if stage == "zeroshot" else "retrieval (held-out)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, folder / "joint_space.png", dpi=120)
+    plt.close(fig)
+    return ["plots/joint_space.png"]
 
 
 # ----------------------------------------------------------------------------- several datasets

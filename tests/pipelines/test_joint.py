@@ -61,6 +61,7 @@ def test_convirt_preset_saves_and_probes_the_joint_space(pairing: Path, tmp_path
         assert ("retrieval", init, "R@1 image->text") in rows
         assert ("retrieval", init, "R@10 text->image") in rows
         assert ("probe/linear", init, "auroc") in rows
+    assert "plots/joint_space.png" in report["plots"] and (out / "plots" / "joint_space.png").is_file()
     card = json.loads((out / "pretrain" / "joint" / "model.json").read_text())
     assert card["tokenizer"]["file"] == "tokenizer.json"
     assert (out / "pretrain" / "joint" / "tokenizer.json").is_file()
