@@ -1,5 +1,6 @@
 """Distributed helpers, single-process and in a real 2-process gloo group: a global batch
-of 8 split 4 + 4 must give the single-process SimCLR loss and (DDP-averaged) gradients."""
+of 8 split 4 + 4 must give the single-process loss and (DDP-averaged) gradients of SimCLR
+and of the image-text methods (ConVIRT, MoRE), whose negatives are gathered too."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from medssl.platform.engine.distributed import (
     rank_zero_only,
     world_size,
 )
+from medssl.platform.methods.base import Method
+from medssl.platform.methods.convirt import ConVIRT
+from medssl.platform.methods.more import MoRE
 from medssl.platform.methods.simclr import SimCLR
 
 WORLD = 2
@@ -31,6 +35,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "simclr": {"loss": "infonce"},
     "dcl": {"loss": "dcl", "temperature": 0.2},
     "ema": {"loss": "infonce", "ema_momentum": 0.9},
+    "convirt": {},
+    "more": {},
+}
+#: Small, dropout-free towers of the image-text methods.
+TOWERS = {
+    "projection_dim": 8,
+    "hidden_dim": 16,
+    "text_encoder": {"width": 8, "depth": 1, "heads": 2, "dropout": 0.0},
 }
 
 
@@ -48,21 +60,37 @@ class FlatEncoder(Encoder):
         return EncoderOutput(torch.tanh(self.conv(x)).mean(dim=(2, 3)))
 
 
-def _build(variant: str) -> SimCLR:
+def _build(variant: str) -> Method:
     torch.manual_seed(0)
-    config = {"projection_dim": 8, "hidden_dim": 16, **VARIANTS[variant]}
-    method = SimCLR(FlatEncoder(), config).double()
+    method: Method
+    if variant == "convirt":
+        method = ConVIRT(FlatEncoder(), TOWERS, vocab_size=20, max_tokens=6)
+    elif variant == "more":
+        ecg = {"width": 8, "depth": 1, "heads": 2, "dropout": 0.0, "patch_size": 4}
+        method = MoRE(FlatEncoder(), {**TOWERS, "ecg_encoder": ecg}, vocab_size=20, max_tokens=6, ecg_leads=2)
+    else:
+        method = SimCLR(FlatEncoder(), {"projection_dim": 8, "hidden_dim": 16, **VARIANTS[variant]})
+    method = method.double()
     method.seed, method.epoch = 3, 1
     return method
 
 
 def _global_batch() -> Batch:
+    """Images with index keys, and the reports and ECGs the image-text methods read."""
     gen = torch.Generator().manual_seed(42)
     x = torch.rand(GLOBAL_BATCH, 1, 12, 12, generator=gen, dtype=torch.float64)
-    return Batch(x=x, index=torch.arange(100, 100 + GLOBAL_BATCH))
+    text = torch.randint(5, 20, (GLOBAL_BATCH, 6), generator=gen)
+    return Batch(
+        x=x,
+        index=torch.arange(100, 100 + GLOBAL_BATCH),
+        text=text,
+        text_mask=torch.ones_like(text, dtype=torch.bool),
+        ecg=torch.randn(GLOBAL_BATCH, 2, 16, generator=gen, dtype=torch.float64),
+        ecg_present=torch.ones(GLOBAL_BATCH, dtype=torch.bool),
+    )
 
 
-def _loss_and_grads(method: SimCLR, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _loss_and_grads(method: Method, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     method.zero_grad()
     loss = method(batch)["loss"]
     loss.backward()
@@ -89,7 +117,7 @@ def _worker(process: int, init_file: str, out_dir: str) -> None:
 
         batch = _global_batch()
         part = slice(process * GLOBAL_BATCH // WORLD, (process + 1) * GLOBAL_BATCH // WORLD)
-        local_batch = Batch(x=batch["x"][part], index=batch["index"][part])
+        local_batch = Batch({k: v[part] for k, v in batch.items()})
         for variant in VARIANTS:
             loss, grads = _loss_and_grads(_build(variant), local_batch)
             # What DDP does: average the loss for logging and the gradients across ranks.
@@ -154,7 +182,7 @@ def test_a_split_without_gathering_would_differ(two_rank_results: list[dict[str,
     method = _build("simclr")
     batch = _global_batch()
     local = [
-        method(Batch(x=batch["x"][s], index=batch["index"][s]))["loss"].detach()
+        method(Batch({k: v[s] for k, v in batch.items()}))["loss"].detach()
         for s in (slice(0, 4), slice(4, 8))
     ]
     assert abs(float(torch.stack(local).mean() - two_rank_results[0]["simclr"][0])) > 1e-3
