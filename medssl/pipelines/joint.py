@@ -122,6 +122,16 @@ def random_joint(ctx: RunContext) -> Method:
     return cls.build(ctx.build_encoder(), settings, ctx.facts)
 
 
+def joint_rows(ctx: RunContext, init: str, encoder: Any, label: str) -> list[dict[str, Any]]:
+    """The joint-space probe rows of an init: the saved space around the pretrained
+    `encoder`, or a freshly initialised one for "random"."""
+    if init == "pretrained":
+        method = load_joint(ctx, ctx.pretrained_dir(), encoder)
+    else:
+        method = random_joint(ctx)
+    return joint_probe(ctx, method, label)
+
+
 def joint_probe(ctx: RunContext, method: Method, init: str) -> list[dict[str, Any]]:
     """Zero-shot classification and image<->report Recall@1/5/10 on the held-out subjects
     (the pair's own report, or image, is the hit)."""

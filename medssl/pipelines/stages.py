@@ -18,7 +18,7 @@ import torch
 
 from medssl.pipelines import protocols
 from medssl.pipelines.context import RunContext, method_settings, phase_folder, phase_key
-from medssl.pipelines.joint import JOINT_KINDS, joint_probe, load_joint, random_joint, save_joint
+from medssl.pipelines.joint import JOINT_KINDS, joint_rows, save_joint
 from medssl.pipelines.splits import budget_label, label_subset
 from medssl.platform.checkpoint import load_model, require_contract, save_model
 from medssl.platform.encoders import Encoder, architecture_of
@@ -288,12 +288,7 @@ def probe(ctx: RunContext) -> None:
         if "forecast" in cfg.kinds:
             rows += protocols.forecast_probe(ctx, encoder, init_label(ctx, init))
         if set(JOINT_KINDS) & set(cfg.kinds):
-            joint = (
-                load_joint(ctx, ctx.pretrained_dir(), encoder)
-                if init == "pretrained"
-                else random_joint(ctx)
-            )
-            rows += joint_probe(ctx, joint, init_label(ctx, init))
+            rows += joint_rows(ctx, init, encoder, init_label(ctx, init))
         print_rows(rows)
         ctx.state.mark_done(key, rows)
 
