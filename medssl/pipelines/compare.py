@@ -15,7 +15,13 @@ from typing import Any
 
 import yaml
 
-from medssl.pipelines.report import cell, pivot, plot_label_efficiency, results_table
+from medssl.pipelines.report import (
+    cell,
+    pivot,
+    plot_joint_space,
+    plot_label_efficiency,
+    results_table,
+)
 from medssl.platform.errors import ConfigError
 from medssl.platform.io import atomic_write_json, atomic_write_text
 
@@ -140,7 +146,8 @@ def compare(
             for run, r in reports
         ],
         "results": results,
-        "plots": plot_label_efficiency(results, target / "plots"),
+        "plots": plot_label_efficiency(results, target / "plots")
+        + plot_joint_space(results, target / "plots"),
     }
     atomic_write_json(target / "report.json", report)
     atomic_write_text(target / "report.md", _markdown(report))

@@ -250,7 +250,8 @@ def plot_label_efficiency(results: list[dict[str, Any]], folder: Path) -> list[s
 
 def plot_joint_space(results: list[dict[str, Any]], folder: Path) -> list[str]:
     """Zero-shot scores and Recall@K of the image-text probes, one group of bars per
-    initialisation; nothing when the run has neither."""
+    initialisation (with the spread over seeds as error bars, when rows carry a `std`);
+    nothing when the results have neither."""
     rows = [r for r in results if r["stage"] in ("zeroshot", "retrieval") and r["value"] is not None]
     if not rows:
         return []
@@ -266,9 +267,12 @@ def plot_joint_space(results: list[dict[str, Any]], folder: Path) -> list[str]:
         metrics = list(dict.fromkeys(r["metric"] for r in rows if r["stage"] == stage))
         width = 0.8 / len(inits)
         for k, init in enumerate(inits):
-            value = {r["metric"]: r["value"] for r in rows if r["stage"] == stage and r["init"] == init}
+            mine = {r["metric"]: r for r in rows if r["stage"] == stage and r["init"] == init}
             xs = [m + (k - (len(inits) - 1) / 2) * width for m in range(len(metrics))]
-            ax.bar(xs, [value.get(m, 0.0) for m in metrics], width, label=init)
+            heights = [mine[m]["value"] if m in mine else 0.0 for m in metrics]
+            # Error bars: the spread over seeds, in a comparison of seeded runs.
+            spread = [(mine[m].get("std") or 0.0) if m in mine else 0.0 for m in metrics]
+            ax.bar(xs, heights, width, yerr=spread, capsize=2, label=init)
         ax.set_xticks(range(len(metrics)), metrics, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_title("zero-shot (held-out)" if stage == "zeroshot" else "retrieval (held-out)")
