@@ -88,7 +88,9 @@ class PretrainedTextEncoder(nn.Module):
         transformers = import_hf("transformers", "a pretrained text tower")
         with quiet_loading(transformers):
             model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
-        self.model = model.float()
+        # from_pretrained returns the model in eval mode; a new module trains (dropout on)
+        # until its user says otherwise, as every other tower does.
+        self.model = model.float().train()
         self._check_sizes(model.config)
         #: sha256 of the base weights, before any adapter: the card pins it.
         self.weights_sha256 = weights_fingerprint(self.model)

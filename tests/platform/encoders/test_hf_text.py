@@ -31,6 +31,7 @@ def _ids(lengths: list[int], width: int, seed: int = 0) -> tuple[torch.Tensor, t
 
 def test_lora_trains_only_the_adapters_and_freezes_the_base(tiny_language_model: Path) -> None:
     tower = _tower(tiny_language_model, lora_rank=16, lora_dropout=0.0)
+    assert all(m.training for m in tower.modules())  # like any new module, not eval
     trainable = {n: p for n, p in tower.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     # query and value of 2 layers, each A (16 x 32) and B (32 x 16).
