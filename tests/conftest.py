@@ -51,3 +51,60 @@ def _medssl_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def medssl_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """`medssl_cli(*args, cwd=folder)`: the real command in a subprocess."""
     return _medssl_cli
+
+
+#: Report phrases the tiny language model's WordPiece vocabulary is trained on.
+TINY_LM_CORPUS = [
+    "no acute cardiopulmonary disease.",
+    "the lungs are clear. normal chest.",
+    "right lower lobe pneumonia.",
+    "patchy airspace infiltrate in the left base, likely consolidation.",
+    "heart size is normal. no pleural effusion or pneumothorax.",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_language_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local model folder as `save_pretrained` writes it, built offline: a BERT of 2
+    layers, width 32, 2 heads, with a WordPiece tokenizer trained on a few report phrases.
+    Skips when transformers (the text-hf extra) is not installed."""
+    transformers = pytest.importorskip(
+        "transformers", reason="transformers (pip install 'medssl[text-hf]') is not installed"
+    )
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials, show_progress=False)
+    wordpiece.train_from_iterator(TINY_LM_CORPUS * 4, trainer=trainer)
+    wordpiece.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tokenizer = transformers.BertTokenizerFast(
+        tokenizer_object=wordpiece,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer.save_pretrained(folder)
+    config = transformers.BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        transformers.BertModel(config).save_pretrained(folder)
+    finally:
+        transformers.utils.logging.enable_progress_bar()
+    return folder

@@ -1,7 +1,8 @@
 """The joint image-text space of image-report methods: saved beside the pretrained encoder
 (`pretrain/joint/`: the text tower, the projectors and the tokenizer the reports were
-encoded with), loaded back with its card checked, and probed by zero-shot classification
-and retrieval on the held-out subjects."""
+encoded with; of a LoRA-tuned language model only the adapters, the card naming its base
+weights), loaded back with its card checked, and probed by zero-shot classification and
+retrieval on the held-out subjects."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from medssl.modalities.text import ReportTokenizer
+from medssl.modalities.text import load_tokenizer
 from medssl.pipelines.context import RunContext, method_settings
 from medssl.platform.checkpoint import load_model, save_model
 from medssl.platform.errors import CheckpointError, ConfigError, DataError
@@ -90,7 +91,7 @@ def load_joint(ctx: RunContext, model_folder: Path, encoder: Any) -> Method:
             f"{tokenizer} is missing: the model card names it and the text encoder cannot "
             "read reports without it; copy it back from the run that trained the model"
         )
-    found = ReportTokenizer.load(tokenizer).sha256
+    found = load_tokenizer(tokenizer).sha256
     if found != tokenizer_card.get("sha256"):
         raise CheckpointError(
             f"{tokenizer} is not the tokenizer the model was trained with (sha256 {found[:12]}, "
@@ -103,15 +104,35 @@ def load_joint(ctx: RunContext, model_folder: Path, encoder: Any) -> Method:
         )
     settings = {k: v for k, v in card.method.items() if k not in ("name", "facts")}
     cls = METHODS.get(card.method["name"])
-    method = cls.build(encoder, cls.validate_config(settings), card.method.get("facts", {}))
-    missing, unexpected = method.load_state_dict(state, strict=False)
-    stray = [k for k in missing if not k.startswith("encoder.")] + list(unexpected)
+    facts = dict(card.method.get("facts", {}))
+    if "text_model" in facts and "text_model" in ctx.facts:
+        facts["text_model"] = ctx.facts["text_model"]  # where the run finds it now
+    method = cls.build(encoder, cls.validate_config(settings), facts)
+    check_base_weights(folder, card.architecture.kwargs, method)
+    _, unexpected = method.load_state_dict(state, strict=False)
+    stray = sorted(set(method.joint_state() or {}) - set(state)) + list(unexpected)
     if stray:
         raise CheckpointError(
             f"{folder}: the saved joint space does not fit method '{cls.name}' (e.g. {stray[0]}); "
             "re-run pretraining with this medssl"
         )
     return method
+
+
+def check_base_weights(folder: Path, kwargs: dict[str, Any], method: Method) -> None:
+    """A LoRA-tuned text tower saves only its adapters: refuse base weights other than the
+    ones the card's sha256 names."""
+    expected = kwargs.get("weights_sha256")
+    tower = getattr(method, "text_encoder", None)
+    found = getattr(tower, "weights_sha256", None)
+    if expected is None or found == expected:
+        return
+    source = getattr(getattr(tower, "config", None), "folder", "the model folder")
+    raise CheckpointError(
+        f"{folder}: its text tower was tuned from base weights with sha256 {str(expected)[:12]}, "
+        f"but {source} holds weights with sha256 {str(found)[:12]}; point "
+        "data.preprocessing.text.model at the model folder it was tuned from"
+    )
 
 
 def random_joint(ctx: RunContext) -> Method:
@@ -157,7 +178,7 @@ def joint_probe(ctx: RunContext, method: Method, init: str) -> list[dict[str, An
 def prompt_embeddings(ctx: RunContext, method: Method) -> list[torch.Tensor]:
     """Each class's prompts (classes in label order) through the run's tokenizer and the
     method's text tower."""
-    tokenizer = ReportTokenizer.load(ctx.facts["tokenizer_file"])
+    tokenizer = load_tokenizer(ctx.facts["tokenizer_file"])
     device = module_device(method)
     out = []
     method.eval()

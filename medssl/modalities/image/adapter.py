@@ -26,6 +26,7 @@ from medssl.modalities.image.validate import validate_dataset
 from medssl.modalities.manifest import listed_records
 from medssl.platform.batch import ITEMS, SUBJECT_PAIRS
 from medssl.platform.errors import ConfigError
+from medssl.platform.local_hf import MODEL_KEY, import_hf, model_folder
 from medssl.platform.registry import MODALITIES
 
 #: Batch fields of the paired report and ECG, served only when their settings are on.
@@ -51,8 +52,8 @@ class ImagePreprocessing(BaseModel):
     dicom_voi: apply a DICOM file's VOI LUT, or its Window Center/Width, when it has one
         (after RescaleSlope/Intercept; MONOCHROME1 is always inverted so bright is dense).
     text: report text for image-text methods (`TextSettings`: max_tokens, vocab_size,
-        min_frequency, lowercase); every manifest row then needs a `report_text` or `report`
-        cell. None (default): images only.
+        min_frequency, lowercase, or model: a local pretrained language model folder); every
+        manifest row then needs a `report_text` or `report` cell. None (default): images only.
     ecg: an ECG segment per row for tri-modal methods (`EcgSettings`: fs, length), from an
         `ecg` column; None (default): no ECG.
 
@@ -119,8 +120,13 @@ class ImageModality(Modality):
     preprocessing: ImagePreprocessing
 
     def check_run(self, stages: Sequence[str]) -> None:
-        """Radiographs feed 2-D encoders only; 'reduce' (slices of volumes) does not apply."""
+        """Radiographs feed 2-D encoders only; 'reduce' (slices of volumes) does not apply; a
+        language model folder (text.model) must exist and transformers be installed."""
         super().check_run(stages)
+        text = self.preprocessing.text
+        if text is not None and text.model is not None:
+            model_folder(text.model)
+            import_hf("transformers", f"a pretrained language model ({MODEL_KEY})")
         if self.encoder_dims is not None and self.encoder_dims != 2:
             raise ConfigError(
                 f"encoder.spatial_dims: radiographs are 2-D images, but the encoder is "

@@ -2,7 +2,8 @@
 a `report` file per manifest row) and, for tri-modal pretraining, an ECG segment (`ecg`).
 
 Settings come from `data.preprocessing.text` / `.ecg`; the tokenizer is trained on the
-training reports only (`fit_paired`), after the subject-level split.
+training reports only (`fit_paired`), after the subject-level split, or is the one of a local
+pretrained language model (`text.model`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from medssl.modalities.base import Problem, Record
 from medssl.modalities.manifest import cell_text
 from medssl.modalities.npz import split_npz_ref
-from medssl.modalities.text import ReportTokenizer, clean_report_text, read_report
-from medssl.platform.errors import DataError
+from medssl.modalities.text import (
+    LocalModelTokenizer,
+    ReportTokenizer,
+    clean_report_text,
+    load_tokenizer,
+    read_report,
+)
+from medssl.platform.errors import ConfigError, DataError
+from medssl.platform.local_hf import MODEL_KEY, model_folder
 
 #: Where a fitted tokenizer is saved (in the run folder, then beside the pretrained weights).
 TOKENIZER_FILE = "tokenizer.json"
@@ -34,6 +42,11 @@ class TextSettings(BaseModel):
     vocab_size: the WordPiece vocabulary learnt from the training reports.
     min_frequency: how often a piece must occur in the training reports to enter it.
     lowercase: fold case before tokenising.
+    model: a local Hugging Face model folder (config.json, weights, tokenizer files) whose
+        tokenizer encodes the reports instead of a trained WordPiece (vocab_size,
+        min_frequency and lowercase are then unused: the folder's tokenizer decides), and
+        whose weights the text tower starts from (pretrain.method.text_encoder.model
+        pretrained). Nothing is downloaded. None (default): WordPiece.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -42,6 +55,7 @@ class TextSettings(BaseModel):
     vocab_size: int = Field(4000, ge=64)
     min_frequency: int = Field(2, ge=1)
     lowercase: bool = True
+    model: str | None = Field(None, min_length=1)
 
 
 class EcgSettings(BaseModel):
@@ -174,7 +188,7 @@ class PairedData:
     ecg / ecg_present: (N, leads, T) float32 / (N,) bool, or None without ECG.
     """
 
-    tokenizer: ReportTokenizer | None = None
+    tokenizer: ReportTokenizer | LocalModelTokenizer | None = None
     text_ids: np.ndarray | None = None
     text_mask: np.ndarray | None = None
     ecg: np.ndarray | None = None
@@ -198,22 +212,14 @@ def fit_paired(
     ecg: EcgSettings | None,
     fitted: str | Path | None = None,
 ) -> tuple[PairedData, dict[str, Any]]:
-    """Tokenise every report with a tokenizer trained on the `train` reports (or the one
-    saved in `fitted`), saved as `folder/tokenizer.json`, and read every ECG segment.
-    Returns the paired data and the facts methods size their towers by."""
+    """Tokenise every report with a tokenizer trained on the `train` reports, or the local
+    model's (`text.model`), or the one saved in `fitted`, saved as `folder/tokenizer.json`,
+    and read every ECG segment. Returns the paired data and the facts methods size their
+    towers by (with a model also `text_model`, its folder)."""
     paired, facts = PairedData(), {}
     if text is not None:
         texts = read_report_texts(records)
-        saved = Path(fitted) / TOKENIZER_FILE if fitted is not None else None
-        if saved is not None and saved.is_file():
-            tokenizer = ReportTokenizer.load(saved)
-        else:
-            tokenizer = ReportTokenizer.train(
-                [texts[i] for i in train],
-                vocab_size=text.vocab_size,
-                min_frequency=text.min_frequency,
-                lowercase=text.lowercase,
-            )
+        tokenizer = report_tokenizer(text, [texts[i] for i in train], fitted)
         path = Path(folder) / TOKENIZER_FILE
         tokenizer.save(path)
         ids, mask = tokenizer.encode(texts, text.max_tokens)
@@ -224,8 +230,40 @@ def fit_paired(
             tokenizer_file=str(path),
             tokenizer_sha256=tokenizer.sha256,
         )
+        if text.model is not None:
+            facts["text_model"] = str(model_folder(text.model))
     if ecg is not None:
         segments, present = read_ecg_segments(records, ecg)
         paired.ecg, paired.ecg_present = segments, present
         facts.update(ecg_leads=int(segments.shape[1]), ecg_length=ecg.length, ecg_fs=ecg.fs)
     return paired, facts
+
+
+def report_tokenizer(
+    text: TextSettings, train_texts: Sequence[str], fitted: str | Path | None
+) -> ReportTokenizer | LocalModelTokenizer:
+    """The tokenizer saved in `fitted` (a pretrained model's: it wins, so probing reads the
+    reports as pretraining did), else the local model's, else a WordPiece trained on
+    `train_texts`. A saved tokenizer of the other kind than `text` asks for is refused."""
+    saved = Path(fitted) / TOKENIZER_FILE if fitted is not None else None
+    if saved is not None and saved.is_file():
+        tokenizer = load_tokenizer(saved)
+        if isinstance(tokenizer, LocalModelTokenizer) != (text.model is not None):
+            raise ConfigError(
+                f"{MODEL_KEY}: the model in {saved.parent} read its reports with "
+                + (
+                    f"the tokenizer of a pretrained language model, but {MODEL_KEY} is not set; "
+                    "set it to the model folder that model was tuned from"
+                    if text.model is None
+                    else f"a WordPiece trained on reports, but {MODEL_KEY} is set; remove it"
+                )
+            )
+        return tokenizer
+    if text.model is not None:
+        return LocalModelTokenizer.from_folder(text.model)
+    return ReportTokenizer.train(
+        train_texts,
+        vocab_size=text.vocab_size,
+        min_frequency=text.min_frequency,
+        lowercase=text.lowercase,
+    )

@@ -15,6 +15,7 @@ from torch import nn
 from medssl.platform.augment import AugmentConfig, ViewGenerator, sample_keys
 from medssl.platform.batch import Batch
 from medssl.platform.encoders.base import Encoder
+from medssl.platform.encoders.hf_text import PretrainedTextEncoder
 from medssl.platform.encoders.text import TextTransformer
 from medssl.platform.errors import ConfigError
 from medssl.platform.losses.image_text import convirt_loss, gloria_local_loss
@@ -23,6 +24,11 @@ from medssl.platform.registry import METHODS
 
 #: Options of the text tower that the data decides (the tokenizer), not the config.
 DATA_SIZED = ("vocab_size", "max_tokens")
+#: The text towers `text_encoder.model` picks: trained from scratch, or the pretrained
+#: language model in data.preprocessing.text.model.
+TEXT_TOWERS = ("scratch", "pretrained")
+#: What the config may set on the pretrained tower (its sizes come from its folder).
+PRETRAINED_OPTIONS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "pool")
 
 
 def mlp_projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Module:
@@ -31,18 +37,70 @@ def mlp_projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Module:
 
 
 def text_options(value: dict[str, Any]) -> dict[str, Any]:
-    """The ``text_encoder`` options, checked against `TextTransformer.Config` with the
-    data-sized options left to the tokenizer."""
-    given = [k for k in DATA_SIZED if k in value]
+    """The ``text_encoder`` options, checked against the tower `model` picks ("scratch":
+    `TextTransformer.Config`; "pretrained": the LoRA options of `PretrainedTextEncoder`),
+    with the data-sized options left to the tokenizer."""
+    given = [k for k in (*DATA_SIZED, "folder") if k in value]
     if given:
+        where = "data.preprocessing.text.model" if given[0] == "folder" else "data.preprocessing.text"
+        raise ValueError(f"{given[0]} is set by the report tokenizer ({where}); remove it here")
+    kind = value.get("model", "scratch")
+    if kind not in TEXT_TOWERS:
         raise ValueError(
-            f"{given[0]} is set by the report tokenizer (data.preprocessing.text); remove it here"
+            f"model: 'scratch' (a transformer trained on the reports) or 'pretrained' (the "
+            f"language model in data.preprocessing.text.model), got {kind!r}"
         )
+    options = {k: v for k, v in value.items() if k != "model"}
+    if kind == "pretrained":
+        foreign = sorted(set(options) - set(PRETRAINED_OPTIONS))
+        if foreign:
+            raise ValueError(
+                f"{foreign[0]}: not an option of the pretrained text tower (model: pretrained "
+                "takes its sizes from the model folder); remove it or use one of: "
+                + ", ".join(PRETRAINED_OPTIONS)
+            )
+        check = PretrainedTextEncoder.validate_config
+        sized = {"folder": ".", "vocab_size": 64, "max_tokens": 8}
+    else:
+        lora = sorted(set(options) & set(PRETRAINED_OPTIONS) - {"pool"})
+        if lora:
+            raise ValueError(
+                f"{lora[0]}: LoRA tunes a pretrained language model, but this text tower is "
+                "trained from scratch; set model: pretrained (with data.preprocessing.text.model) "
+                "or remove it"
+            )
+        check, sized = TextTransformer.validate_config, {"vocab_size": 64}
     try:
-        TextTransformer.validate_config({**value, "vocab_size": 64})
+        check({**options, **sized})
     except ConfigError as err:
         raise ValueError(str(err).removeprefix("text_encoder.")) from None
     return value
+
+
+def text_tower(
+    options: Mapping[str, Any], vocab_size: int, max_tokens: int, text_model: str | None
+) -> TextTransformer | PretrainedTextEncoder:
+    """The text tower ``text_encoder.model`` names, sized by the tokenizer; ConfigError when
+    it and the data's tokenizer (a local model's or a trained WordPiece) do not belong
+    together."""
+    key = "pretrain.method.text_encoder.model"
+    rest = {k: v for k, v in options.items() if k != "model"}
+    sized = {"vocab_size": vocab_size, "max_tokens": max_tokens}
+    if options.get("model", "scratch") == "pretrained":
+        if text_model is None:
+            raise ConfigError(
+                f"{key}: 'pretrained' tunes the language model in data.preprocessing.text.model, "
+                "which is not set; set it to a local model folder, or use model: scratch"
+            )
+        return PretrainedTextEncoder({**rest, **sized, "folder": text_model})
+    if text_model is not None:
+        raise ConfigError(
+            f"{key}: the reports are tokenised by the language model in "
+            "data.preprocessing.text.model, but the text tower is trained from scratch; set "
+            "pretrain.method.text_encoder={model: pretrained} to tune that model, or remove "
+            "data.preprocessing.text.model"
+        )
+    return TextTransformer({**rest, **sized})
 
 
 def data_fact(facts: Mapping[str, Any], name: str, method: str, fix: str) -> Any:
@@ -58,7 +116,9 @@ class ConVIRT(Method):
     Representations from Paired Images and Text"): v = g_v(f(view of the image)),
     u = g_u(h(report)); symmetric InfoNCE with lambda = 0.75 on the image-to-text direction
     (`convirt_loss`). f is the run's encoder, h a transformer trained from scratch on the
-    tokenised reports (`TextTransformer`), g_v and g_u Linear-ReLU-Linear projectors.
+    tokenised reports (`TextTransformer`) or, with ``text_encoder.model: pretrained``, the
+    local language model of data.preprocessing.text.model tuned with LoRA (Hu et al., ICLR
+    2022; `PretrainedTextEncoder`); g_v and g_u Linear-ReLU-Linear projectors.
 
     With ``local_weight`` > 0 the GLoRIA local term (Huang et al., ICCV 2021) is added: every
     word of a report attends over the regions of the last feature map of the image encoder
@@ -72,9 +132,12 @@ class ConVIRT(Method):
         encoder: the image encoder (global features; `encode` for the local term).
         config: a `ConVIRT.Config` or the ``pretrain.method`` dict: temperature (0.1),
             image_weight (lambda, 0.75), projection_dim (512), hidden_dim (1024),
-            text_encoder (`TextTransformer` options except vocab_size / max_tokens),
+            text_encoder (model "scratch": `TextTransformer` options except vocab_size /
+            max_tokens; model "pretrained": lora_rank, lora_alpha, lora_dropout,
+            lora_targets, pool of `PretrainedTextEncoder`),
             local_weight (0: off), local_temperatures ((4, 5, 10)), augment.
-        vocab_size / max_tokens: the tokenizer's (`build` takes them from the data's facts).
+        vocab_size / max_tokens: the tokenizer's; text_model: the local language model
+            folder, or None (`build` takes all three from the data's facts).
 
     Example:
         >>> from medssl.platform.encoders import build_encoder
@@ -114,12 +177,11 @@ class ConVIRT(Method):
         *,
         vocab_size: int,
         max_tokens: int,
+        text_model: str | None = None,
     ) -> None:
         super().__init__(encoder)
         self.config = cfg = self.validate_config(config)
-        self.text_encoder = TextTransformer(
-            {**cfg.text_encoder, "vocab_size": vocab_size, "max_tokens": max_tokens}
-        )
+        self.text_encoder = text_tower(cfg.text_encoder, vocab_size, max_tokens, text_model)
         self.image_projector = mlp_projector(encoder.feature_dim, cfg.hidden_dim, cfg.projection_dim)
         self.text_projector = mlp_projector(
             self.text_encoder.feature_dim, cfg.hidden_dim, cfg.projection_dim
@@ -136,7 +198,9 @@ class ConVIRT(Method):
                 )
             self.word_projector = nn.Linear(self.text_encoder.feature_dim, cfg.projection_dim)
             self.region_projector = nn.Linear(encoder.feature_dim, cfg.projection_dim)
-        self.facts = {"vocab_size": vocab_size, "max_tokens": max_tokens}
+        self.facts: dict[str, Any] = {"vocab_size": vocab_size, "max_tokens": max_tokens}
+        if text_model is not None:
+            self.facts["text_model"] = text_model
 
     @classmethod
     def build(cls, encoder: Encoder, config: Any, facts: Mapping[str, Any]) -> ConVIRT:
@@ -188,18 +252,28 @@ class ConVIRT(Method):
         return {"loss": loss, **pair_monitors(v, u)}
 
     def joint_state(self) -> dict[str, torch.Tensor]:
-        """Every weight but the image encoder's: the text tower and the projectors."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
+        """Every weight but the image encoder's: the text tower and the projectors. A
+        LoRA-tuned pretrained tower leaves out its frozen base weights (the card names the
+        model folder and the sha256 of those weights instead), so only the adapters are saved."""
+        frozen = {f"text_encoder.{k}" for k in getattr(self.text_encoder, "frozen_keys", ())}
+        return {
+            k: v
+            for k, v in self.state_dict().items()
+            if not k.startswith("encoder.") and k not in frozen
+        }
 
     def card(self) -> dict[str, Any]:
         return {"name": self.name, **self.config.model_dump(mode="json"), "facts": self.facts}
 
 
-def text_facts(facts: Mapping[str, Any], method: str) -> dict[str, int]:
-    """vocab_size and max_tokens of the fitted tokenizer, or a ConfigError saying how to
-    get one."""
+def text_facts(facts: Mapping[str, Any], method: str) -> dict[str, Any]:
+    """vocab_size and max_tokens of the fitted tokenizer (and text_model, the local language
+    model folder, when the data names one), or a ConfigError saying how to get them."""
     fix = "report text: set data.preprocessing.text and give every row a report"
-    return {k: int(data_fact(facts, k, method, fix)) for k in DATA_SIZED}
+    sized: dict[str, Any] = {k: int(data_fact(facts, k, method, fix)) for k in DATA_SIZED}
+    if facts.get("text_model") is not None:
+        sized["text_model"] = str(facts["text_model"])
+    return sized
 
 
 def word_positions(mask: torch.Tensor) -> torch.Tensor:

@@ -47,16 +47,18 @@ class MoRE(ConVIRT):
 
     The image and text towers are ConVIRT's; the ECG tower is `ecg_patch` (a convolutional
     patch embedding and a transformer) with its own projector. The paper tunes a pretrained
-    clinical language model with LoRA; here the text tower is trained from scratch on the
-    tokenised reports (nothing is downloaded).
+    clinical language model with LoRA r 16: that is ``text_encoder: {model: pretrained}``
+    with the model folder in data.preprocessing.text.model; by default the text tower is
+    trained from scratch on the tokenised reports. Nothing is downloaded.
 
     Args:
         encoder: the image encoder.
         config: a `MoRE.Config` or the ``pretrain.method`` dict: ConVIRT's options (its
             image_weight is unused: both pairs are symmetric; it has no local term) plus
             ecg_encoder (the `ecg_patch` options).
-        vocab_size / max_tokens: the tokenizer's; ecg_leads: leads of the ECG segments
-            (`build` takes all three from the data's facts).
+        vocab_size / max_tokens: the tokenizer's; text_model: the local language model
+            folder or None; ecg_leads: leads of the ECG segments (`build` takes them from
+            the data's facts).
 
     Example:
         >>> from medssl.platform.encoders import build_encoder
@@ -92,6 +94,7 @@ class MoRE(ConVIRT):
         vocab_size: int,
         max_tokens: int,
         ecg_leads: int,
+        text_model: str | None = None,
     ) -> None:
         cfg = self.validate_config(config)
         if cfg.local_weight > 0:
@@ -99,7 +102,9 @@ class MoRE(ConVIRT):
                 "pretrain.method.local_weight: method 'more' has no word-region term; remove "
                 "local_weight (or use method convirt)"
             )
-        super().__init__(encoder, cfg, vocab_size=vocab_size, max_tokens=max_tokens)
+        super().__init__(
+            encoder, cfg, vocab_size=vocab_size, max_tokens=max_tokens, text_model=text_model
+        )
         self.ecg_encoder = build_encoder(
             ECG_ENCODER, spatial_dims=1, in_channels=ecg_leads, **cfg.ecg_encoder
         )

@@ -11,9 +11,9 @@ import pytest
 
 from medssl.modalities.image import ImageModality
 from medssl.modalities.image.paired import TOKENIZER_FILE
-from medssl.modalities.text import ReportTokenizer
+from medssl.modalities.text import LocalModelTokenizer, ReportTokenizer, load_tokenizer
 from medssl.platform.batch import BatchSpec
-from medssl.platform.errors import CompatibilityError, DataError
+from medssl.platform.errors import CompatibilityError, ConfigError, DataError
 
 REPORTS = [
     "impression: right lower lobe pneumonia.",
@@ -115,6 +115,36 @@ def test_a_fitted_folder_s_tokenizer_wins_over_a_new_fit(tmp_path: Path) -> None
     saved.save(tmp_path / "model" / TOKENIZER_FILE)
     facts = modality.fit(prepared, [0, 1, 2, 3], tmp_path / "run", fitted=tmp_path / "model")
     assert facts["tokenizer_sha256"] == saved.sha256
+
+
+def test_a_local_model_s_tokenizer_encodes_the_reports(
+    tmp_path: Path, tiny_language_model: Path
+) -> None:
+    manifest = _dataset(tmp_path)
+    modality = _modality(text={"max_tokens": 16, "model": str(tiny_language_model)})
+    modality.check_run(["pretrain"])
+    prepared = modality.prepare(modality.scan(manifest), tmp_path / "cache")
+    facts = modality.fit(prepared, [0, 1, 2, 3], tmp_path / "run")
+    expected = LocalModelTokenizer.from_folder(tiny_language_model)
+    assert facts["text_model"] == str(tiny_language_model.resolve())
+    assert facts["tokenizer_sha256"] == expected.sha256
+    assert facts["vocab_size"] == expected.vocab_size and facts["max_tokens"] == 16
+    saved = load_tokenizer(tmp_path / "run" / TOKENIZER_FILE, sha256=expected.sha256)
+    assert isinstance(saved, LocalModelTokenizer)
+    item = modality.dataset(prepared, [4], "pretrain")[0]
+    assert np.array_equal(item["text"], expected.encode([REPORTS[4]], 16)[0][0])
+    # A fitted folder's bundle wins; one of the other kind is refused, naming the key.
+    facts = modality.fit(prepared, [0], tmp_path / "again", fitted=tmp_path / "run")
+    assert facts["tokenizer_sha256"] == expected.sha256
+    wordpiece = _modality(text={"max_tokens": 16})
+    with pytest.raises(ConfigError, match=r"data\.preprocessing\.text\.model.*is not set; set it"):
+        wordpiece.fit(prepared, [0], tmp_path / "wp", fitted=tmp_path / "run")
+
+
+def test_a_missing_model_folder_is_refused_before_any_data_is_read(tmp_path: Path) -> None:
+    modality = _modality(text={"model": str(tmp_path / "nowhere")})
+    with pytest.raises(ConfigError, match=r"data\.preprocessing\.text\.model: .*nowhere"):
+        modality.check_run(["pretrain"])
 
 
 def test_ecg_segments_and_their_presence(tmp_path: Path) -> None:
