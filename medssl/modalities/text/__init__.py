@@ -4,6 +4,7 @@ pretrained language model. Not a modality itself.
 """
 
 from medssl.modalities.text.local_model import LocalModelTokenizer, load_tokenizer
+from medssl.modalities.text.report_table import read_report_table
 from medssl.modalities.text.reports import (
     Report,
     ReportCorpus,
@@ -11,7 +12,6 @@ from medssl.modalities.text.reports import (
     parse_report_sections,
     read_report,
     read_report_archive,
-    read_report_table,
 )
 from medssl.modalities.text.tokenizer import SPECIAL_TOKENS, ReportTokenizer
 

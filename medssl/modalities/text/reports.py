@@ -9,12 +9,11 @@ the report id in `<uId id=...>`, the images it describes as `<parentImage id=...
 
 from __future__ import annotations
 
-import csv
 import re
 import tarfile
 import xml.etree.ElementTree as ET
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -29,7 +28,6 @@ __all__ = [
     "parse_report_sections",
     "read_report",
     "read_report_archive",
-    "read_report_table",
 ]
 
 REPORT_SUFFIXES = (".xml", ".txt")
@@ -352,7 +350,7 @@ def read_report_archive(path: str | Path) -> ReportCorpus:
             except ValueError as err:
                 corpus.problems.append(Problem(source, str(err)))
                 continue
-            _add(corpus, report, seen)
+            add_report(corpus, report, seen)
             last = name
     except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile) as err:
         where = f"after member {last}" if last else "before its first report"
@@ -362,7 +360,7 @@ def read_report_archive(path: str | Path) -> ReportCorpus:
     return corpus
 
 
-def _add(corpus: ReportCorpus, report: Report, seen: dict[str, str]) -> None:
+def add_report(corpus: ReportCorpus, report: Report, seen: dict[str, str]) -> None:
     """Add `report` to the corpus: as a report, an empty one, or a duplicate-id Problem."""
     if report.report_id in seen:
         first = seen[report.report_id]
@@ -374,62 +372,3 @@ def _add(corpus: ReportCorpus, report: Report, seen: dict[str, str]) -> None:
         corpus.dropped_empty.append(report.report_id)
     else:
         corpus.reports.append(report)
-
-
-# ----------------------------------------------------------------------------- tables
-
-
-def read_report_table(
-    path: str | Path,
-    id_column: str = "report_id",
-    text_columns: Mapping[str, str] | None = None,
-) -> ReportCorpus:
-    """Read a CSV (or `.tsv`) table with one report per row.
-
-    Args:
-        path: the table, with a header line, UTF-8.
-        id_column: the column holding each report's id.
-        text_columns: section -> column, sections being "findings" and "impression";
-            default {"findings": "findings", "impression": "impression"}. A section left
-            out is empty. Cells are cleaned with `clean_report_text`.
-
-    Returns:
-        ReportCorpus: non-empty reports in row order (`source` `<path>#row<n>`, n counting
-        data rows from 1), ids of empty ones, and a Problem per row with no id or a
-        repeated id.
-
-    Raises:
-        ValueError: `text_columns` names a section other than findings / impression.
-        DataError: the file cannot be read, or a named column is not in its header (the
-            message lists the columns present).
-    """
-    path = Path(path)
-    columns = dict(text_columns or {name: name for name in SECTIONS})
-    unknown = sorted(set(columns) - set(SECTIONS))
-    if unknown:
-        raise ValueError(f"text_columns keys must be 'findings' / 'impression', not {unknown}")
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, delimiter=delimiter)
-            header = list(reader.fieldnames or [])
-            missing = [c for c in [id_column, *columns.values()] if c not in header]
-            if missing:
-                raise DataError(
-                    f"{path} has no column(s) {missing}; its columns are {header}: pass "
-                    "id_column / text_columns naming columns it has"
-                )
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"{path} cannot be read as a UTF-8 table ({err}); check the file") from err
-    corpus, seen = ReportCorpus(), dict[str, str]()
-    for number, row in enumerate(rows, 1):
-        source = f"{path}#row{number}"
-        report_id = (row.get(id_column) or "").strip()
-        if not report_id:
-            corpus.problems.append(Problem(source, f"has no value in column {id_column!r}"))
-            continue
-        sections = {s: clean_report_text(row.get(c) or "") for s, c in columns.items()}
-        findings, impression = (sections.get(name, "") for name in SECTIONS)
-        _add(corpus, Report(report_id, findings, impression, source), seen)
-    return corpus
