@@ -16,6 +16,7 @@ import medssl.modalities  # noqa: F401  (registers the adapters)
 import medssl.pipelines.tasks  # noqa: F401  (registers the tasks)
 from medssl.modalities.base import Modality, Purpose, Record
 from medssl.modalities.loaders import LoaderRequest, item_loader
+from medssl.pipelines.preflight import check_batch_size
 from medssl.platform.batch import BatchSpec
 from medssl.platform.config import PipelineConfig, validate_section
 from medssl.platform.encoders import Encoder, build_encoder, check_encoder
@@ -81,7 +82,9 @@ def check_compatibility(config: PipelineConfig) -> None:
         return
     for phase in range(len(phases)):
         cls, settings = method_settings(config, phase)
-        modality.check_batches(cls.name, cls.batch_spec(settings), phase_key(phase))
+        spec = cls.batch_spec(settings)
+        modality.check_batches(cls.name, spec, phase_key(phase))
+        check_batch_size(phase_key(phase), phases[phase].batch_size, cls.name, spec)
         # Views are warped to output_size: one side per spatial axis of the encoder's input.
         size = getattr(getattr(settings, "augment", None), "output_size", None)
         dims = config.encoder.spatial_dims

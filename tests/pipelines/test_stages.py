@@ -117,3 +117,35 @@ def test_a_diverged_loss_names_the_learning_rate(
     data = _images(tmp_path, [0, 1] * 8)
     with pytest.raises(ConfigError, match=rf"^{re.escape(key)} 1e\+30: .*loss became nan"):
         api.run("xray-simclr", [f"data.path={data}", *QUICK, *overrides], tmp_path / "run")
+
+
+# ----------------------------------------------------------------------------- sizes the config decides
+
+
+def _checked(presets: list[str], overrides: list[str]) -> None:
+    """check_compatibility of a preset stack with overrides: it reads no data."""
+    from medssl.pipelines import presets as known
+    from medssl.pipelines.context import check_compatibility
+    from medssl.platform.config import load_config
+
+    check_compatibility(load_config([known.resolve(p) for p in presets], overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "world", "message"),
+    [
+        (["pretrain.batch_size=2"], 1, "pretrain.batch_size: 2 is too small for method "
+         "'participant', which trains on batches of at least 4 items; set pretrain.batch_size "
+         "to 4 or more"),
+        (["pretrain.batch_size=1", "pretrain.method.positives=segment"], 1, "at least 2 items;"),
+        (["pretrain.batch_size=6"], 2, "at least 8 items (4 per process x 2 processes)"),
+    ],
+)
+def test_a_batch_below_what_participant_contrast_trains_on_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, overrides: list[str], world: int, message: str
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _checked(["ecg-participant"], ["data.path=nowhere", *overrides])
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    _checked(["ecg-participant"], ["data.path=nowhere", "pretrain.batch_size=4"])
