@@ -1,11 +1,22 @@
 """Sizes a run's config alone decides, checked before any data is read: the smallest batch a
-pretraining method can train on (more checks of the same kind join it here)."""
+pretraining method can train on and the input sides the configured encoder takes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from medssl.modalities.base import Modality
 from medssl.platform.batch import BatchSpec
+from medssl.platform.config import PipelineConfig
+from medssl.platform.encoders import Encoder, build_encoder
 from medssl.platform.engine.trainer import launch_world
 from medssl.platform.errors import ConfigError
+
+#: A pretraining phase as check_compatibility sees it: (its method key, method class, Config).
+Phase = tuple[str, Any, Any]
 
 
 def check_batch_size(method_key: str, batch_size: int, method: str, spec: BatchSpec) -> None:
@@ -21,3 +32,56 @@ def check_batch_size(method_key: str, batch_size: int, method: str, spec: BatchS
         f"{key}: {batch_size} is too small for method '{method}', which trains on batches of "
         f"at least {need} items{per_process}; set {key} to {need} or more"
     )
+
+
+def check_input_sizes(config: PipelineConfig, modality: Modality, phases: Sequence[Phase]) -> None:
+    """ConfigError naming the key when a size the encoder will be fed is not one it takes:
+    the served patch, slice or image size (`Modality.input_size`), each pretraining phase's
+    augment.output_size. `phases`: the phases this run pretrains."""
+    warped = [
+        (f"{key}.augment.output_size", tuple(size))
+        for key, _, settings in phases
+        if (size := _output_size(settings)) is not None
+    ]
+    served = modality.input_size()
+    # Views warped to output_size replace the served items in pretraining only.
+    fed_as_served = bool({"probe", "finetune"} & set(config.stages)) or len(warped) < len(phases)
+    sizes = warped + ([served] if served is not None and fed_as_served else [])
+    if not sizes:
+        return
+    encoder = sized_encoder(config, modality)
+    for key, sides in sizes:
+        check_sides(key, sides, encoder)
+
+
+def sized_encoder(config: PipelineConfig, modality: Modality) -> Encoder:
+    """The configured encoder, built on the CPU outside the run's random stream, to ask which
+    input sides it takes."""
+    cfg = config.encoder
+    with torch.random.fork_rng(devices=[]):
+        return build_encoder(
+            cfg.name or modality.default_encoder,
+            spatial_dims=cfg.spatial_dims,
+            in_channels=1,
+            **cfg.kwargs,
+        )
+
+
+def check_sides(key: str, sides: Sequence[int], encoder: Encoder) -> None:
+    """ConfigError naming `key` when a side of `sides` is not divisible as `encoder` needs,
+    with the nearest sizes that are."""
+    multiple = int(getattr(encoder, "input_multiple", 1))
+    if not any(side % multiple for side in sides):
+        return
+    below = [max(multiple, side // multiple * multiple) for side in sides]
+    above = [-(-side // multiple) * multiple for side in sides]
+    fits = f"{below} or {above}" if below != above else f"{above}"
+    reason = getattr(encoder, "size_reason", "")
+    raise ConfigError(
+        f"{key}: {list(sides)} does not fit encoder '{encoder.name}', which needs every side "
+        f"divisible by {multiple}{f' ({reason})' if reason else ''}; set it to e.g. {fits}"
+    )
+
+
+def _output_size(settings: Any) -> tuple[int, ...] | None:
+    return getattr(getattr(settings, "augment", None), "output_size", None)

@@ -149,3 +149,38 @@ def test_a_batch_below_what_participant_contrast_trains_on_is_a_config_error(
         _checked(["ecg-participant"], ["data.path=nowhere", *overrides])
     monkeypatch.setenv("WORLD_SIZE", "1")
     _checked(["ecg-participant"], ["data.path=nowhere", "pretrain.batch_size=4"])
+
+
+UNET_16 = "does not fit encoder 'unet', which needs every side divisible by 16 (four 2x max-poolings)"
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides", "message"),
+    [
+        ("ct-global-local", ["data.preprocessing.slice_size=[40, 40]"],
+         f"data.preprocessing.slice_size: [40, 40] {UNET_16}; set it to e.g. [32, 32] or [48, 48]"),
+        ("ct-global-local", ["stages=[finetune]", "encoder.spatial_dims=3",
+                             "data.preprocessing.patch_size=[40, 40, 20]"],
+         f"data.preprocessing.patch_size: [40, 40, 20] {UNET_16}; set it to e.g. [32, 32, 16] "
+         "or [48, 48, 32]"),
+        ("xray-simclr", ["encoder.name=unet", "encoder.kwargs={}",
+                         "pretrain.method.augment.output_size=[24, 24]"],
+         f"pretrain.method.augment.output_size: [24, 24] {UNET_16}"),
+        ("xray-simclr", ["encoder.name=unet", "encoder.kwargs={}", "stages=[probe]",
+                         "data.preprocessing.image_size=[28, 32]"],
+         f"data.preprocessing.image_size: [28, 32] {UNET_16}"),
+    ],
+)
+def test_an_input_size_the_encoder_cannot_take_is_a_config_error(
+    preset: str, overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _checked([preset], ["data.path=nowhere", *overrides])
+
+
+def test_views_warped_to_a_fitting_output_size_let_pretraining_take_any_image_size() -> None:
+    unet = ["data.path=nowhere", "encoder.name=unet", "encoder.kwargs={}"]
+    sizes = ["data.preprocessing.image_size=30", "pretrain.method.augment.output_size=[32, 32]"]
+    _checked(["xray-simclr"], [*unet, *sizes, "stages=[pretrain]"])
+    with pytest.raises(ConfigError, match=r"data\.preprocessing\.image_size: \[30, 30\]"):
+        _checked(["xray-simclr"], [*unet, *sizes, "stages=[pretrain, probe]"])
