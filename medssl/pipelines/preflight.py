@@ -1,5 +1,6 @@
 """Sizes a run's config alone decides, checked before any data is read: the smallest batch a
-pretraining method can train on and the input sides the configured encoder takes."""
+pretraining method can train on, the input sides the configured encoder takes, and what a
+method asks of its input size (`Method.input_problem`)."""
 
 from __future__ import annotations
 
@@ -35,9 +36,10 @@ def check_batch_size(method_key: str, batch_size: int, method: str, spec: BatchS
 
 
 def check_input_sizes(config: PipelineConfig, modality: Modality, phases: Sequence[Phase]) -> None:
-    """ConfigError naming the key when a size the encoder will be fed is not one it takes:
-    the served patch, slice or image size (`Modality.input_size`), each pretraining phase's
-    augment.output_size. `phases`: the phases this run pretrains."""
+    """ConfigError naming the key when a size the encoder will be fed is not one it takes
+    (the served patch, slice or image size of `Modality.input_size`, each pretraining phase's
+    augment.output_size), or one a phase's method cannot train on. `phases`: the phases this
+    run pretrains."""
     warped = [
         (f"{key}.augment.output_size", tuple(size))
         for key, _, settings in phases
@@ -52,6 +54,11 @@ def check_input_sizes(config: PipelineConfig, modality: Modality, phases: Sequen
     encoder = sized_encoder(config, modality)
     for key, sides in sizes:
         check_sides(key, sides, encoder)
+    for key, cls, settings in phases:
+        sides = _output_size(settings) or (served[1] if served is not None else None)
+        problem = None if sides is None else cls.input_problem(settings, tuple(sides), encoder)
+        if problem:
+            raise ConfigError(f"{key}.{problem}")
 
 
 def sized_encoder(config: PipelineConfig, modality: Modality) -> Encoder:

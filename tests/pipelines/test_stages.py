@@ -184,3 +184,34 @@ def test_views_warped_to_a_fitting_output_size_let_pretraining_take_any_image_si
     _checked(["xray-simclr"], [*unet, *sizes, "stages=[pretrain]"])
     with pytest.raises(ConfigError, match=r"data\.preprocessing\.image_size: \[30, 30\]"):
         _checked(["xray-simclr"], [*unet, *sizes, "stages=[pretrain, probe]"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["pretrain.then.0.method.region=20"],
+         "pretrain.then.0.method.region: 20 is larger than the 12 x 12 decoder map that "
+         "decoder_blocks 2 gives for 48 x 48 inputs; set region to at most 8 or raise "
+         "decoder_blocks or set positions: all"),
+        (["pretrain.then.0.method.region=10"],
+         "pretrain.then.0.method.region: 10 leaves 3 region starts per side on the 12 x 12"),
+        (["pretrain.then.0.method.region=13", "pretrain.then.0.method.positions=all"],
+         "set region to at most 12 or raise decoder_blocks"),
+        (["pretrain.method={name: local_contrast, decoder_blocks: 4, region: 17}",
+          "pretrain.then=[]", "finetune.inits=[pretrained]",
+          "data.preprocessing.slice_size=[16, 16]"],
+         "pretrain.method.region: 17 is larger than the 16 x 16 decoder map that decoder_blocks "
+         "4 gives for 16 x 16 inputs; set region to at most 12 or use larger inputs or set "
+         "positions: all"),
+        (["pretrain.then.0.method.region=1", "data.preprocessing.slice_size=[16, 16]"],
+         "region: 1 leaves 4 region starts per side on the 4 x 4 decoder map that decoder_blocks "
+         "2 gives for 16 x 16 inputs, and positions paper13 needs 5; raise decoder_blocks or set "
+         "positions: all"),
+    ],
+)
+def test_a_local_contrast_region_beyond_the_decoder_map_is_a_config_error(
+    overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _checked(["ct-global-local"], ["data.path=nowhere", *overrides])
+    _checked(["ct-global-local"], ["data.path=nowhere", "pretrain.then.0.method.region=8"])
