@@ -1,6 +1,6 @@
 """Sizes a run's config alone decides, checked before any data is read: the smallest batch a
-pretraining method can train on, the input sides the configured encoder takes, and what a
-method asks of its input size (`Method.input_problem`)."""
+pretraining method can train on, the input sides the configured encoder takes, what a method
+asks of its input size (`Method.input_problem`), and the window segmentation is scored in."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from medssl.modalities.base import Modality
+from medssl.pipelines.tasks.segmentation import check_run_roi, run_roi
 from medssl.platform.batch import BatchSpec
 from medssl.platform.config import PipelineConfig
 from medssl.platform.encoders import Encoder, build_encoder
@@ -38,8 +39,8 @@ def check_batch_size(method_key: str, batch_size: int, method: str, spec: BatchS
 def check_input_sizes(config: PipelineConfig, modality: Modality, phases: Sequence[Phase]) -> None:
     """ConfigError naming the key when a size the encoder will be fed is not one it takes
     (the served patch, slice or image size of `Modality.input_size`, each pretraining phase's
-    augment.output_size), or one a phase's method cannot train on. `phases`: the phases this
-    run pretrains."""
+    augment.output_size, the segmentation window), or one a phase's method cannot train on.
+    `phases`: the phases this run pretrains."""
     warped = [
         (f"{key}.augment.output_size", tuple(size))
         for key, _, settings in phases
@@ -49,7 +50,8 @@ def check_input_sizes(config: PipelineConfig, modality: Modality, phases: Sequen
     # Views warped to output_size replace the served items in pretraining only.
     fed_as_served = bool({"probe", "finetune"} & set(config.stages)) or len(warped) < len(phases)
     sizes = warped + ([served] if served is not None and fed_as_served else [])
-    if not sizes:
+    window = scoring_window(config, modality)
+    if not sizes and window is None:
         return
     encoder = sized_encoder(config, modality)
     for key, sides in sizes:
@@ -59,6 +61,28 @@ def check_input_sizes(config: PipelineConfig, modality: Modality, phases: Sequen
         problem = None if sides is None else cls.input_problem(settings, tuple(sides), encoder)
         if problem:
             raise ConfigError(f"{key}.{problem}")
+    if window is not None:
+        check_run_roi(window, encoder)
+
+
+def scoring_window(config: PipelineConfig, modality: Modality) -> tuple[int, ...] | None:
+    """The sliding window of a run that scores segmentation (validation while fine-tuning,
+    or the evaluate stage), else None; ConfigError naming finetune.roi_size when the config
+    sets no window."""
+    stages = set(config.stages)
+    validates = "finetune" in stages and config.finetune.validation_fraction > 0
+    if config.finetune.task != "segmentation" or not (validates or "evaluate" in stages):
+        return None
+    if "mask" not in modality.provided_fields():
+        return None  # no masks, no segmentation: the adapter's own checks say so
+    window = run_roi(config, modality)
+    if window is None:
+        raise ConfigError(
+            "finetune.roi_size: segmentation is scored on whole volumes in a sliding window, "
+            "and neither it nor data.preprocessing.patch_size is set; set finetune.roi_size, "
+            "e.g. [96, 96, 96]"
+        )
+    return window
 
 
 def sized_encoder(config: PipelineConfig, modality: Modality) -> Encoder:

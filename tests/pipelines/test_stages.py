@@ -215,3 +215,27 @@ def test_a_local_contrast_region_beyond_the_decoder_map_is_a_config_error(
     with pytest.raises(ConfigError, match=re.escape(message)):
         _checked(["ct-global-local"], ["data.path=nowhere", *overrides])
     _checked(["ct-global-local"], ["data.path=nowhere", "pretrain.then.0.method.region=8"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["finetune.roi_size=[40, 40, 8]"],
+         "finetune.roi_size: the window [40, 40, 8] does not fit encoder 'unet' (2-D, sides "
+         "divisible by 16); set finetune.roi_size to e.g. [48, 48, 8]"),
+        (["stages=[finetune]", "finetune.validation_fraction=0.5", "encoder.spatial_dims=3",
+          "data.preprocessing.patch_size=[32, 32, 16]", "finetune.roi_size=[32, 32, 20]"],
+         "finetune.roi_size: the window [32, 32, 20] does not fit encoder 'unet' (3-D"),
+        (["encoder.spatial_dims=3", "stages=[finetune, evaluate]"],
+         "finetune.roi_size: segmentation is scored on whole volumes in a sliding window, and "
+         "neither it nor data.preprocessing.patch_size is set"),
+    ],
+)
+def test_a_segmentation_window_that_does_not_fit_fails_before_fine_tuning(
+    overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _checked(["ct-global-local"], ["data.path=nowhere", *overrides])
+    # Without scoring (no validation, no evaluate stage) the window is never used.
+    _checked(["ct-global-local"], ["data.path=nowhere", *overrides, "stages=[finetune]",
+                                   "finetune.validation_fraction=0"])
