@@ -57,8 +57,8 @@ def check_input_sizes(config: PipelineConfig, modality: Modality, phases: Sequen
     for key, sides in sizes:
         check_sides(key, sides, encoder)
     for key, cls, settings in phases:
-        sides = _output_size(settings) or (served[1] if served is not None else None)
-        problem = None if sides is None else cls.input_problem(settings, tuple(sides), encoder)
+        fed = _output_size(settings) or (served[1] if served is not None else None)
+        problem = None if fed is None else cls.input_problem(settings, tuple(fed), encoder)
         if problem:
             raise ConfigError(f"{key}.{problem}")
     if window is not None:
