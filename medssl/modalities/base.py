@@ -171,6 +171,11 @@ class Modality(ABC):
         """The batch fields this adapter serves with its settings and encoder."""
         return self.provides
 
+    def input_size(self) -> tuple[str, tuple[int, ...]] | None:
+        """(config key, spatial sides) of the items the encoder trains on when the settings
+        fix them (a crop, slice or image size); None when items keep their records' sizes."""
+        return None
+
     def loaders(self) -> Mapping[str, LoaderBuilder]:
         """grouping -> builder of the pretraining loaders this adapter can build now."""
         from medssl.modalities.loaders import shuffled_items, subject_pairs

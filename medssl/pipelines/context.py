@@ -16,6 +16,7 @@ import medssl.modalities  # noqa: F401  (registers the adapters)
 import medssl.pipelines.tasks  # noqa: F401  (registers the tasks)
 from medssl.modalities.base import Modality, Purpose, Record
 from medssl.modalities.loaders import LoaderRequest, item_loader
+from medssl.pipelines.preflight import check_batch_size, check_input_sizes
 from medssl.platform.batch import BatchSpec
 from medssl.platform.config import PipelineConfig, validate_section
 from medssl.platform.encoders import Encoder, build_encoder, check_encoder
@@ -62,7 +63,8 @@ def method_class(config: PipelineConfig, phase: int = 0) -> Any:
 def check_compatibility(config: PipelineConfig) -> None:
     """Before any data is read: the modality's own settings for the run's stages, method x
     modality for every pretraining phase (each phase's settings, the batch fields and the
-    grouping it needs), and the phase inits fine-tuning asks for."""
+    grouping it needs, the smallest batch it trains on), the phase inits fine-tuning asks for,
+    and the input sizes the config fixes (`preflight`)."""
     modality = build_modality(config)
     modality.check_run(config.stages)
     if {"pretrain", "probe", "finetune"} & set(config.stages):
@@ -77,11 +79,12 @@ def check_compatibility(config: PipelineConfig) -> None:
                     f"finetune.inits: '{init}' asks for phase {init[5:]} but pretraining has "
                     f"{len(phases)} phase(s); use phase1..phase{len(phases)} or pretrained"
                 )
-    if "pretrain" not in config.stages:
-        return
-    for phase in range(len(phases)):
+    trained = range(len(phases)) if "pretrain" in config.stages else range(0)
+    for phase in trained:
         cls, settings = method_settings(config, phase)
-        modality.check_batches(cls.name, cls.batch_spec(settings), phase_key(phase))
+        spec = cls.batch_spec(settings)
+        modality.check_batches(cls.name, spec, phase_key(phase))
+        check_batch_size(phase_key(phase), phases[phase].batch_size, cls.name, spec)
         # Views are warped to output_size: one side per spatial axis of the encoder's input.
         size = getattr(getattr(settings, "augment", None), "output_size", None)
         dims = config.encoder.spatial_dims
@@ -90,6 +93,7 @@ def check_compatibility(config: PipelineConfig) -> None:
                 f"{phase_key(phase)}.augment.output_size: {list(size)} has {len(size)} sides "
                 f"but encoder.spatial_dims is {dims}; give {dims} sides or leave it unset"
             )
+    check_input_sizes(config, modality, [(phase_key(k), *method_settings(config, k)) for k in trained])
 
 
 def method_settings(config: PipelineConfig, phase: int = 0) -> tuple[Any, Any]:

@@ -91,8 +91,8 @@ PARTITIONS = register_grouping(
 @dataclass(frozen=True)
 class BatchSpec:
     """What a configured method needs of its pretraining batches: the registered `grouping`
-    its items are drawn in and the metadata `fields` every batch must carry. Checked against
-    the modality before any data is read.
+    its items are drawn in, the metadata `fields` every batch must carry, and `min_size`, the
+    fewest items one process's batch can train on. Checked before any data is read.
 
     Example:
         >>> BatchSpec(SUBJECT_PAIRS, frozenset({"index", "subject"})).grouping
@@ -101,6 +101,7 @@ class BatchSpec:
 
     grouping: str = ITEMS
     fields: frozenset[str] = field(default_factory=frozenset)
+    min_size: int = 1
 
     def __post_init__(self) -> None:
         if self.grouping not in _GROUPINGS:

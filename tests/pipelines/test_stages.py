@@ -117,3 +117,125 @@ def test_a_diverged_loss_names_the_learning_rate(
     data = _images(tmp_path, [0, 1] * 8)
     with pytest.raises(ConfigError, match=rf"^{re.escape(key)} 1e\+30: .*loss became nan"):
         api.run("xray-simclr", [f"data.path={data}", *QUICK, *overrides], tmp_path / "run")
+
+
+# ----------------------------------------------------------------------------- sizes the config decides
+
+
+def _checked(presets: list[str], overrides: list[str]) -> None:
+    """check_compatibility of a preset stack with overrides: it reads no data."""
+    from medssl.pipelines import presets as known
+    from medssl.pipelines.context import check_compatibility
+    from medssl.platform.config import load_config
+
+    check_compatibility(load_config([known.resolve(p) for p in presets], overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "world", "message"),
+    [
+        (["pretrain.batch_size=2"], 1, "pretrain.batch_size: 2 is too small for method "
+         "'participant', which trains on batches of at least 4 items; set pretrain.batch_size "
+         "to 4 or more"),
+        (["pretrain.batch_size=1", "pretrain.method.positives=segment"], 1, "at least 2 items;"),
+        (["pretrain.batch_size=6"], 2, "at least 8 items (4 per process x 2 processes)"),
+    ],
+)
+def test_a_batch_below_what_participant_contrast_trains_on_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, overrides: list[str], world: int, message: str
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _checked(["ecg-participant"], ["data.path=nowhere", *overrides])
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    _checked(["ecg-participant"], ["data.path=nowhere", "pretrain.batch_size=4"])
+
+
+UNET_16 = "does not fit encoder 'unet', which needs every side divisible by 16 (four 2x max-poolings)"
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides", "message"),
+    [
+        ("ct-global-local", ["data.preprocessing.slice_size=[40, 40]"],
+         f"data.preprocessing.slice_size: [40, 40] {UNET_16}; set it to e.g. [32, 32] or [48, 48]"),
+        ("ct-global-local", ["stages=[finetune]", "encoder.spatial_dims=3",
+                             "data.preprocessing.patch_size=[40, 40, 20]"],
+         f"data.preprocessing.patch_size: [40, 40, 20] {UNET_16}; set it to e.g. [32, 32, 16] "
+         "or [48, 48, 32]"),
+        ("xray-simclr", ["encoder.name=unet", "encoder.kwargs={}",
+                         "pretrain.method.augment.output_size=[24, 24]"],
+         f"pretrain.method.augment.output_size: [24, 24] {UNET_16}"),
+        ("xray-simclr", ["encoder.name=unet", "encoder.kwargs={}", "stages=[probe]",
+                         "data.preprocessing.image_size=[28, 32]"],
+         f"data.preprocessing.image_size: [28, 32] {UNET_16}"),
+    ],
+)
+def test_an_input_size_the_encoder_cannot_take_is_a_config_error(
+    preset: str, overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _checked([preset], ["data.path=nowhere", *overrides])
+
+
+def test_views_warped_to_a_fitting_output_size_let_pretraining_take_any_image_size() -> None:
+    unet = ["data.path=nowhere", "encoder.name=unet", "encoder.kwargs={}"]
+    sizes = ["data.preprocessing.image_size=30", "pretrain.method.augment.output_size=[32, 32]"]
+    _checked(["xray-simclr"], [*unet, *sizes, "stages=[pretrain]"])
+    with pytest.raises(ConfigError, match=r"data\.preprocessing\.image_size: \[30, 30\]"):
+        _checked(["xray-simclr"], [*unet, *sizes, "stages=[pretrain, probe]"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["pretrain.then.0.method.region=20"],
+         "pretrain.then.0.method.region: 20 is larger than the 12 x 12 decoder map that "
+         "decoder_blocks 2 gives for 48 x 48 inputs; set region to at most 8 or raise "
+         "decoder_blocks or set positions: all"),
+        (["pretrain.then.0.method.region=10"],
+         "pretrain.then.0.method.region: 10 leaves 3 region starts per side on the 12 x 12"),
+        (["pretrain.then.0.method.region=13", "pretrain.then.0.method.positions=all"],
+         "set region to at most 12 or raise decoder_blocks"),
+        (["pretrain.method={name: local_contrast, decoder_blocks: 4, region: 17}",
+          "pretrain.then=[]", "finetune.inits=[pretrained]",
+          "data.preprocessing.slice_size=[16, 16]"],
+         "pretrain.method.region: 17 is larger than the 16 x 16 decoder map that decoder_blocks "
+         "4 gives for 16 x 16 inputs; set region to at most 12 or use larger inputs or set "
+         "positions: all"),
+        (["pretrain.then.0.method.region=1", "data.preprocessing.slice_size=[16, 16]"],
+         "region: 1 leaves 4 region starts per side on the 4 x 4 decoder map that decoder_blocks "
+         "2 gives for 16 x 16 inputs, and positions paper13 needs 5; raise decoder_blocks or set "
+         "positions: all"),
+    ],
+)
+def test_a_local_contrast_region_beyond_the_decoder_map_is_a_config_error(
+    overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _checked(["ct-global-local"], ["data.path=nowhere", *overrides])
+    _checked(["ct-global-local"], ["data.path=nowhere", "pretrain.then.0.method.region=8"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["finetune.roi_size=[40, 40, 8]"],
+         "finetune.roi_size: the window [40, 40, 8] does not fit encoder 'unet' (2-D, sides "
+         "divisible by 16); set finetune.roi_size to e.g. [48, 48, 8]"),
+        (["stages=[finetune]", "finetune.validation_fraction=0.5", "encoder.spatial_dims=3",
+          "data.preprocessing.patch_size=[32, 32, 16]", "finetune.roi_size=[32, 32, 20]"],
+         "finetune.roi_size: the window [32, 32, 20] does not fit encoder 'unet' (3-D"),
+        (["encoder.spatial_dims=3", "stages=[finetune, evaluate]"],
+         "finetune.roi_size: segmentation is scored on whole volumes in a sliding window, and "
+         "neither it nor data.preprocessing.patch_size is set"),
+    ],
+)
+def test_a_segmentation_window_that_does_not_fit_fails_before_fine_tuning(
+    overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _checked(["ct-global-local"], ["data.path=nowhere", *overrides])
+    # Without scoring (no validation, no evaluate stage) the window is never used.
+    _checked(["ct-global-local"], ["data.path=nowhere", *overrides, "stages=[finetune]",
+                                   "finetune.validation_fraction=0"])

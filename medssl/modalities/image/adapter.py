@@ -133,6 +133,9 @@ class ImageModality(Modality):
                 f"{self.encoder_dims}-D; set encoder.spatial_dims=2"
             )
 
+    def input_size(self) -> tuple[str, tuple[int, ...]] | None:
+        return "data.preprocessing.image_size", self.preprocessing.size
+
     def provided_fields(self) -> frozenset[str]:
         """Report tokens only with `text` set, the ECG only with `ecg` set."""
         withheld = set()

@@ -128,6 +128,15 @@ class VolumeModality(Modality):
     def provided_fields(self) -> frozenset[str]:
         return self.provides if self.serves_parts else self.provides - SLICE_FIELDS
 
+    def input_size(self) -> tuple[str, tuple[int, ...]] | None:
+        """Axial slices of slice_size for a 2-D encoder, else crops of patch_size (if set)."""
+        prep = self.preprocessing
+        if self.serves_parts and prep.slice_size is not None:
+            return "data.preprocessing.slice_size", tuple(prep.slice_size)
+        if not self.serves_parts and prep.patch_size is not None:
+            return "data.preprocessing.patch_size", tuple(prep.patch_size)
+        return None
+
     def loaders(self) -> Mapping[str, LoaderBuilder]:
         builders = dict(super().loaders())
         if self.serves_parts:

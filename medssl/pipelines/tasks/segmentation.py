@@ -77,7 +77,11 @@ def check_run_roi(roi_size: Sequence[int], encoder: Encoder) -> None:
     multiple = int(getattr(encoder, "input_multiple", 1))
     sides = roi[: encoder.spatial_dims]
     if len(sides) < encoder.spatial_dims or any(side % multiple for side in sides):
-        fitted = [max(multiple, -(-side // multiple) * multiple) for side in roi]
+        # A 2-D model's window is slices deep: only its first two sides pass the encoder.
+        fitted = [
+            max(multiple, -(-side // multiple) * multiple) if axis < encoder.spatial_dims else side
+            for axis, side in enumerate(roi)
+        ]
         raise ConfigError(
             f"finetune.roi_size: the window {list(roi)} does not fit encoder '{encoder.name}' "
             f"({encoder.spatial_dims}-D, sides divisible by {multiple}); set finetune.roi_size "
@@ -256,7 +260,7 @@ class SegmentationTask:
         """
         net: torch.nn.Module = model
         if indices is not None:
-            roi_size = roi_size or data.config.finetune.roi_size or _slice_roi(data)
+            roi_size = roi_size or run_roi(data.config, data.modality)
             data = data.dataset(list(indices), "evaluate")
             if roi_size is None:
                 raise ConfigError(
@@ -280,11 +284,18 @@ class SegmentationTask:
         return float(self.evaluate(model, ctx, indices)["mean_dice"])
 
 
-def _slice_roi(ctx: Any) -> tuple[int, ...] | None:
-    """For a 2-D segmenter on volumes: windows of the slice size, `SLICES_PER_WINDOW` deep."""
-    if not ctx.modality.serves_parts:
+def run_roi(config: Any, modality: Any) -> tuple[int, ...] | None:
+    """The window a run scores segmentation in: finetune.roi_size, else the patch size, else
+    for a 2-D segmenter on volumes the slice size, `SLICES_PER_WINDOW` slices deep; None when
+    the config sets none of them."""
+    if config.finetune.roi_size:
+        return tuple(int(side) for side in config.finetune.roi_size)
+    patch = config.data.preprocessing.get("patch_size")
+    if patch:
+        return tuple(int(side) for side in patch)
+    if not modality.serves_parts:
         return None
-    size = ctx.config.data.preprocessing.get("slice_size")
+    size = config.data.preprocessing.get("slice_size")
     if size is None:
         raise ConfigError(
             "data.preprocessing.slice_size: a 2-D segmenter is scored on volumes in windows of "

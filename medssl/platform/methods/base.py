@@ -92,6 +92,13 @@ class Method(nn.Module):
         whose loader draws the batches. Override where settings change them."""
         return BatchSpec(cls.grouping, cls.requires)
 
+    @classmethod
+    def input_problem(cls, config: Any, sides: tuple[int, ...], encoder: Encoder) -> str | None:
+        """What keeps the method from training `encoder` on inputs of `sides` under `config`
+        (a validated `cls.Config`), as "<key in the method's section>: <problem>; <fix>", or
+        None. Asked before any data is read when the settings fix the input size."""
+        return None
+
     def inference_encoder(self) -> Encoder:
         """The encoder to evaluate and save (methods that average weights return the average)."""
         return self.encoder

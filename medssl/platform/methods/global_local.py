@@ -259,6 +259,40 @@ class LocalContrast(_Validated):
             return BatchSpec(PARTITIONS, cls.requires | {"subject", "partition"})
         return BatchSpec(ITEMS, cls.requires)
 
+    @classmethod
+    def input_problem(
+        cls, config: LocalContrast.Config, sides: tuple[int, ...], encoder: Encoder
+    ) -> str | None:
+        """A region that does not fit the decoder map of `sides` inputs (the paper's 13
+        positions need 5 region starts per side)."""
+        blocks = getattr(encoder, "decoder_prefixes", None)
+        if blocks is None or len(sides) != 2:
+            return None  # the constructor refuses an encoder without this decoder
+        scale = 2 ** (len(blocks) - config.decoder_blocks)
+        rows, cols = (side // scale for side in sides)
+        paper13 = config.positions == "paper13"
+        largest = min(rows, cols) - (4 if paper13 else 0)
+        if config.region <= largest:
+            return None
+        where = (
+            f"the {rows} x {cols} decoder map that decoder_blocks {config.decoder_blocks} gives "
+            f"for {sides[0]} x {sides[1]} inputs"
+        )
+        if config.region > min(rows, cols):
+            problem = f"{config.region} is larger than {where}"
+        else:
+            starts = min(rows, cols) - config.region + 1
+            problem = (
+                f"{config.region} leaves {starts} region starts per side on {where}, and "
+                "positions paper13 needs 5"
+            )
+        fixes = [f"set region to at most {largest}"] if largest >= 1 else []
+        deeper = config.decoder_blocks < len(blocks)
+        fixes.append("raise decoder_blocks" if deeper else "use larger inputs")
+        if paper13:
+            fixes.append("set positions: all")
+        return f"region: {problem}; {' or '.join(fixes)}"
+
     def train(self, mode: bool = True) -> LocalContrast:
         super().train(mode)
         # The frozen encoder keeps eval behaviour (dropout off) whatever the engine asks.

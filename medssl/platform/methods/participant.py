@@ -119,10 +119,12 @@ class ParticipantContrast(Method):
 
     @classmethod
     def batch_spec(cls, config: ParticipantContrast.Config) -> BatchSpec:
-        """Participant positives need batches of subject pairs; segment positives do not."""
+        """Participant positives need batches of subject pairs; segment positives do not.
+        KoLeo spreads each side of the pairs, which needs two rows: two pairs, or two segments
+        (each seen twice)."""
         if config.positives == "participant":
-            return BatchSpec(SUBJECT_PAIRS, cls.requires)
-        return BatchSpec(ITEMS, cls.requires)
+            return BatchSpec(SUBJECT_PAIRS, cls.requires, min_size=4)
+        return BatchSpec(ITEMS, cls.requires, min_size=2)
 
     def _views(self, x: torch.Tensor, index: torch.Tensor, view: int, fs: float) -> torch.Tensor:
         keys = sample_keys(index, self.seed, self.epoch, view)

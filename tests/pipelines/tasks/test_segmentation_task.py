@@ -135,7 +135,9 @@ def test_evaluate_through_a_run_context():
         return [{k: v.numpy() for k, v in volumes[i].items()} for i in indices]
 
     ctx = SimpleNamespace(
-        dataset=dataset, config=SimpleNamespace(finetune=SimpleNamespace(roi_size=[8, 8, 8]))
+        dataset=dataset,
+        config=SimpleNamespace(finetune=SimpleNamespace(roi_size=[8, 8, 8])),
+        modality=None,  # the set roi_size is the window
     )
     out = SegmentationTask().evaluate(model, ctx, [0, 2])
     assert asked == [([0, 2], "evaluate")]
@@ -167,3 +169,7 @@ def test_run_roi_that_the_encoder_cannot_take_names_finetune_roi_size() -> None:
     with pytest.raises(ConfigError, match=r"finetune.roi_size: the window \[32, 32\] does not fit"):
         check_run_roi([32, 32], net)
     check_run_roi([32, 32, 5], TinyUNet(spatial_dims=2))  # a 2-D model sees 32 x 32 slices
+    slices = TinyUNet(spatial_dims=2)
+    slices.input_multiple = 16
+    with pytest.raises(ConfigError, match=r"e.g. \[48, 32, 5\]"):  # the depth stays
+        check_run_roi([40, 32, 5], slices)
