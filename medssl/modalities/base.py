@@ -176,6 +176,12 @@ class Modality(ABC):
         fix them (a crop, slice or image size); None when items keep their records' sizes."""
         return None
 
+    def item_sizes(self, prepared: Any) -> list[tuple[str, tuple[int, ...]]] | None:
+        """(source, spatial sides) of every prepared item the encoder is fed whole, when
+        `input_size` is None and items keep their records' sizes; None when the settings fix
+        the size or the adapter's items have no spatial sides to check."""
+        return None
+
     def loaders(self) -> Mapping[str, LoaderBuilder]:
         """grouping -> builder of the pretraining loaders this adapter can build now."""
         from medssl.modalities.loaders import shuffled_items, subject_pairs

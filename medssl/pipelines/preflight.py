@@ -15,7 +15,7 @@ from medssl.platform.batch import BatchSpec
 from medssl.platform.config import PipelineConfig
 from medssl.platform.encoders import Encoder, build_encoder
 from medssl.platform.engine.trainer import launch_world
-from medssl.platform.errors import ConfigError
+from medssl.platform.errors import ConfigError, DataError
 
 #: A pretraining phase as check_compatibility sees it: (its method key, method class, Config).
 Phase = tuple[str, Any, Any]
@@ -116,3 +116,30 @@ def check_sides(key: str, sides: Sequence[int], encoder: Encoder) -> None:
 
 def _output_size(settings: Any) -> tuple[int, ...] | None:
     return getattr(getattr(settings, "augment", None), "output_size", None)
+
+
+def check_item_sizes(config: PipelineConfig, modality: Modality, prepared: Any) -> None:
+    """Once the data is prepared: DataError naming the first item fed whole (a volume
+    without data.preprocessing.patch_size) whose sides the encoder cannot take, and how many
+    more there are, with the patch size to set."""
+    sizes = modality.item_sizes(prepared)
+    if not sizes:
+        return
+    stages = set(config.stages)
+    # Pretraining views warped to augment.output_size in every phase are not fed whole.
+    augments = [phase.method.get("augment") for phase in config.pretrain.phases()]  # type: ignore[attr-defined]
+    warped = all(isinstance(a, dict) and a.get("output_size") for a in augments)
+    if not ({"probe", "finetune"} & stages or ("pretrain" in stages and not warped)):
+        return
+    encoder = sized_encoder(config, modality)
+    multiple = int(getattr(encoder, "input_multiple", 1))
+    bad = [(source, sides) for source, sides in sizes if any(side % multiple for side in sides)]
+    if not bad:
+        return
+    source, sides = bad[0]
+    fits = [max(multiple, side // multiple * multiple) for side in sides]
+    more = f" (and {len(bad) - 1} more items)" if len(bad) > 1 else ""
+    raise DataError(
+        f"{source}: fed whole at {list(sides)}{more}, which encoder '{encoder.name}' cannot take "
+        f"(every side divisible by {multiple}); set data.preprocessing.patch_size, e.g. {fits}"
+    )

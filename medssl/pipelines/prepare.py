@@ -9,6 +9,7 @@ from pathlib import Path
 from medssl.modalities.base import Problem
 from medssl.pipelines.context import RunContext, RunState, build_modality, check_compatibility
 from medssl.pipelines.joint import check_joint_probes, joint_folder
+from medssl.pipelines.preflight import check_item_sizes
 from medssl.pipelines.splits import split_holdout
 from medssl.platform.config import PipelineConfig
 from medssl.platform.errors import ConfigError, DataError
@@ -43,6 +44,7 @@ def prepare_context(config: PipelineConfig, run_dir: Path) -> RunContext:
     records = modality.scan(config.data.path)
     cache = Path(config.data.cache_dir) if config.data.cache_dir else run_dir.parent / ".cache"
     prepared = modality.prepare(records, cache)
+    check_item_sizes(config, modality, prepared)
     train, holdout = split_holdout(records, config.data.holdout_fraction, config.seed)
     state = RunState.open(run_dir, config.config_hash())
     # A pretrained model's fitted preprocessing (its tokenizer) wins over a fresh fit.

@@ -239,3 +239,31 @@ def test_a_segmentation_window_that_does_not_fit_fails_before_fine_tuning(
     # Without scoring (no validation, no evaluate stage) the window is never used.
     _checked(["ct-global-local"], ["data.path=nowhere", *overrides, "stages=[finetune]",
                                    "finetune.validation_fraction=0"])
+
+
+def test_whole_volumes_the_encoder_cannot_take_are_named_before_training(tmp_path: Path) -> None:
+    """Without a patch size the volumes are fed whole; sides the UNet cannot pool are found
+    once the data is prepared, naming the first volume and the patch size to set."""
+    from medssl.modalities.volume import VolumeModality
+    from medssl.pipelines.preflight import check_item_sizes
+    from medssl.platform.config import load_config
+    from medssl.platform.errors import DataError
+    from medssl.synthetic import write_cohort
+
+    manifest = write_cohort(tmp_path / "cohort", n_subjects=2, seed=0, dicom_subjects=0)
+    modality = VolumeModality({"spacing": [4.0, 4.0, 6.0]})
+    prepared = modality.prepare(modality.scan(manifest), tmp_path / "cache")
+    config = load_config(
+        None,
+        [f"data.path={manifest}", "data.preprocessing.spacing=[4.0,4.0,6.0]", "stages=[pretrain]",
+         "encoder.name=unet", "encoder.spatial_dims=3"],
+    )
+    with pytest.raises(DataError, match=r"fed whole at \[.*unet.*patch_size, e\.g\."):
+        check_item_sizes(config, modality, prepared)
+    # Views warped to a fitting output_size in every phase are not fed whole.
+    warped = load_config(
+        None,
+        [f"data.path={manifest}", "stages=[pretrain]", "encoder.name=unet",
+         "encoder.spatial_dims=3", "pretrain.method.augment.output_size=[32,32,16]"],
+    )
+    check_item_sizes(warped, modality, prepared)

@@ -137,6 +137,12 @@ class VolumeModality(Modality):
             return "data.preprocessing.patch_size", tuple(prep.patch_size)
         return None
 
+    def item_sizes(self, prepared: Any) -> list[tuple[str, tuple[int, ...]]] | None:
+        """Whole prepared volumes (3-D encoder, no patch_size): each one's spatial shape."""
+        if self.serves_parts or self.input_size() is not None:
+            return None
+        return [(r.image, tuple(prepared.shape(i))[-3:]) for i, r in enumerate(prepared.records)]
+
     def loaders(self) -> Mapping[str, LoaderBuilder]:
         builders = dict(super().loaders())
         if self.serves_parts:
