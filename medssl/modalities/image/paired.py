@@ -31,8 +31,6 @@ from medssl.platform.local_hf import MODEL_KEY, model_folder
 
 #: Where a fitted tokenizer is saved (in the run folder, then beside the pretrained weights).
 TOKENIZER_FILE = "tokenizer.json"
-#: Manifest columns that carry a row's report: the text itself, or a .txt / .xml file.
-REPORT_COLUMNS = ("report_text", "report")
 
 
 class TextSettings(BaseModel):
@@ -70,7 +68,8 @@ class EcgSettings(BaseModel):
 
 
 def report_cells(record: Record) -> tuple[str, str]:
-    """(inline text, report file) of a record; either may be ''."""
+    """(inline text, report file) of a record: its `report_text` cell (the report itself) and
+    its `report` cell (a .txt or OpenI .xml file); either may be ''."""
     return cell_text(record.extra.get("report_text")), cell_text(record.extra.get("report"))
 
 
