@@ -10,7 +10,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-#: Seconds between two progress lines of one loop (the last item is always reported).
+#: Seconds a loop may run without a progress line (see `ProgressLine`).
 PROGRESS_EVERY_S = 5.0
 
 
@@ -29,9 +29,12 @@ def duration(seconds: float) -> str:
 
 class ProgressLine:
     """Reports `done` of `total` items of one loop as `[label] unit done/total detail (elapsed,
-    ~left)`, at most once every `every` seconds. The first line comes after `every` seconds,
-    so a loop that ends sooner prints nothing; the last item is reported whenever an earlier
-    line was. Time left is the mean time per item so far times the items left.
+    ~left)`, so that about `every` seconds at most pass without a line: an update prints when
+    `every` seconds have passed since the last line, or would have before the next item is
+    done at the mean pace so far (a loop of slow items reports every item, a fast one every
+    `every` seconds). A loop that ends within `every` seconds prints nothing; the last item is
+    reported whenever an earlier line was. Time left is the mean time per item times the items
+    left.
 
     Args:
         label: what runs, e.g. "finetune simclr 2" or "evaluate"; printed in brackets.
@@ -96,7 +99,9 @@ class ProgressLine:
         self.done = done
         now = self.clock()
         finished = done >= self.total and self._printed
-        if not (force or finished or now - self._last >= self.every):
+        since = now - self._last
+        pace = (now - self.started) / (done - self.start) if done > self.start else 0.0
+        if not (force or finished or since >= self.every or since + pace > self.every):
             return None
         text = self.line(done, detail, now, prefix)
         self.write(text)

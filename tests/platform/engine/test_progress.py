@@ -41,6 +41,20 @@ def test_lines_come_at_most_every_period_and_the_last_item_always() -> None:
     assert lines[-1] == "[finetune] step 20/20 loss 0.05 (20.0s)"  # done: no time left
 
 
+def test_items_slower_than_the_period_allows_are_each_reported() -> None:
+    """At 4 s an item, waiting for 5 s since the last line would leave 8 s silent: every item
+    is reported, so no silence lasts much over the period."""
+    clock, lines = FakeClock(), []
+    progress = ProgressLine("finetune", 4, unit="step", every=5, clock=clock, write=lines.append)
+    for step in range(1, 5):
+        clock.now += 4.0
+        progress.update(step)
+    assert lines == [
+        "[finetune] step 1/4 (4.0s, ~12.0s left)", "[finetune] step 2/4 (8.0s, ~8.0s left)",
+        "[finetune] step 3/4 (12.0s, ~4.0s left)", "[finetune] step 4/4 (16.0s)",
+    ]
+
+
 def test_a_loop_shorter_than_the_period_prints_nothing() -> None:
     clock, lines = FakeClock(), []
     progress = ProgressLine("evaluate", 3, every=5, clock=clock, write=lines.append)
