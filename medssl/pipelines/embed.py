@@ -43,7 +43,7 @@ def embed(checkpoint: str | Path, data: str | Path, out: str | Path) -> Path:
     encoder.load_state_dict(state)
     ds = modality.dataset(prepared, list(range(len(records))), "embed")
     loader = DataLoader(ds, batch_size=8, shuffle=False, collate_fn=modality.collate)
-    features, _, _ = extract_features(encoder, loader)
+    features, _, _ = extract_features(encoder, loader, progress="embed")
     target = Path(out)
     columns = {
         "features": features,

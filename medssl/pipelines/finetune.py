@@ -102,6 +102,12 @@ def finetune_runs(ctx: RunContext) -> list[FinetuneRun]:
     return runs
 
 
+def run_label(ctx: RunContext, run: FinetuneRun, stage: str) -> str:
+    """How progress lines name a sub-run: `finetune simclr 2`, `evaluate scratch 2 r1`."""
+    label = f"{stage} {init_label(ctx, run.init)} {budget_label(run.budget)}"
+    return label + (f" r{run.repeat}" if ctx.config.finetune.repeats > 1 else "")
+
+
 class FreezeEncoder(Callback):
     """Drops the gradients of the named (pretrained encoder) parameters for the first `steps`
     optimiser steps, so that the head (and decoder) first fit the features as they are:
@@ -217,7 +223,7 @@ def finetune(ctx: RunContext) -> None:
         trainer = build_trainer(
             ctx.config.trainer,
             root_dir=run.folder,
-            label=f"finetune {init_label(ctx, run.init)} {budget_label(run.budget)}",
+            label=run_label(ctx, run, "finetune"),
             max_epochs=1,
             max_steps=steps,
             checkpoint_every_n_steps=cfg.checkpoint_every_n_steps,
@@ -262,7 +268,10 @@ def _holdout_metrics(ctx: RunContext, task: Any, classes: int, run: FinetuneRun)
         extra["roi_size"] = ctx.config.finetune.roi_size or ctx.config.data.preprocessing.get(
             "patch_size"
         )
-    metrics = task.evaluate(model.to(device), ctx, scored_holdout(ctx), **extra)
+    metrics = task.evaluate(
+        model.to(device), ctx, scored_holdout(ctx), progress=run_label(ctx, run, "evaluate"),
+        **extra,
+    )
     names = card.label_map or {}
     # The hold-out size is in the report header, not a metric.
     named = {named_metric(m, names): v for m, v in metrics.items() if m != "n"}

@@ -20,6 +20,7 @@ from medssl.modalities.base import Modality
 from medssl.pipelines.context import RunContext, build_modality
 from medssl.pipelines.prepare import refuse_problems, validate_data
 from medssl.platform.config import PipelineConfig
+from medssl.platform.engine.progress import counting
 from medssl.platform.engine.trainer import launch_world
 from medssl.platform.errors import ConfigError, DataError
 from medssl.platform.io import atomic_write_json, save_figure
@@ -52,11 +53,8 @@ def _progress(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
     if not enabled or total == 0:
         yield lambda: None
         return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task("reducing volumes", total=total)
-        yield lambda: bar.advance(task)
+    with counting("reducing volumes", total, unit="volume") as advance:
+        yield advance
 
 
 def reduce_volumes(

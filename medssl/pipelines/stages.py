@@ -226,12 +226,12 @@ def init_label(ctx: RunContext, init: str) -> str:
 
 
 def _features(
-    ctx: RunContext, encoder: Encoder, indices: list[int]
+    ctx: RunContext, encoder: Encoder, indices: list[int], label: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One feature vector and label per scan; a 2-D encoder's slice features are averaged
-    over each volume's slices."""
+    """One feature vector and label per scan (progress lines under `label`); a 2-D encoder's
+    slice features are averaged over each volume's slices."""
     loader = ctx.loader(indices, "classification", ctx.config.probe.batch_size)
-    feats, labels, _ = extract_features(encoder, loader)
+    feats, labels, _ = extract_features(encoder, loader, progress=label)
     if not ctx.modality.serves_parts:
         return feats, labels
     return pool_per_scan(feats, labels, loader.dataset.volume_of_items())  # type: ignore[attr-defined]
@@ -259,8 +259,8 @@ def probe(ctx: RunContext) -> None:
         encoder = load_pretrained_encoder(ctx) if init == "pretrained" else ctx.build_encoder()
         rows = []
         if labelled:
-            train_x, train_y = _features(ctx, encoder, train)
-            test_x, test_y = _features(ctx, encoder, holdout)
+            train_x, train_y = _features(ctx, encoder, train, f"probe {init}: training scans")
+            test_x, test_y = _features(ctx, encoder, holdout, f"probe {init}: held-out scans")
             position = {idx: k for k, idx in enumerate(train)}
         for budget in cfg.label_budgets if labelled else []:
             regression = is_regression(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medssl.platform.engine.progress import tracked
 from medssl.platform.io import atomic_write_json, atomic_write_text
 from medssl.synthetic.anatomy import LABEL_MAP, generate_phantom, mr_from_ct
 from medssl.synthetic.writers import write_dicom_series, write_nifti
@@ -53,7 +54,7 @@ def write_cohort(
     manifest = root / "manifest.csv"
     manifest.unlink(missing_ok=True)
     rows = []
-    for index in range(n_subjects):
+    for index in tracked(range(n_subjects), "writing phantoms", unit="phantom"):
         subject_id = f"phantom_{index:03d}"
         phantom_seed = subject_seed(seed, index)
         image, labels, affine = generate_phantom(phantom_seed)

@@ -181,3 +181,33 @@ def test_repeated_selected_finetuning_reports_mean_and_spread(tmp_path: Path, ti
             "auroc", "accuracy", "balanced_accuracy"
         }
     assert "±" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_finetuning_and_evaluation_print_progress_lines(
+    tmp_path: Path, tiny_npz: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Off a terminal every step of a fine-tune and every batch scored are reported (the
+    printer's period set to 0 here; 5 s in a run), named after the sub-run."""
+    from medssl.platform.engine import progress
+
+    monkeypatch.setattr(progress, "PROGRESS_EVERY_S", 0.0)
+    config = {
+        "name": "tiny-progress",
+        "stages": ["finetune", "evaluate"],
+        "data": {"path": str(tiny_npz), "cache_dir": str(tmp_path / "cache"), "holdout_fraction": 0.25},
+        "encoder": {"name": "resnet", "kwargs": {"depth": 10, "widen_factor": 0.125}},
+        "finetune": {
+            "task": "classification", "label_budgets": [1.0], "inits": ["scratch"],
+            "batch_size": 4, "max_steps": 3, "lr": 0.001,
+        },
+    }
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run(path, out=tmp_path / "run")
+    lines = capsys.readouterr().out.splitlines()
+    steps = [line for line in lines if line.startswith("[finetune scratch 100%] step")]
+    assert [line.split(" loss")[0] for line in steps] == [
+        f"[finetune scratch 100%] step {k}/3" for k in (1, 2, 3)
+    ]
+    assert "left)" in steps[0] and steps[-1].endswith("s)")
+    assert any(line.startswith("[evaluate scratch 100%] batch 1/1") for line in lines)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from medssl.modalities.image.readers import Radiograph, npz_images, read_image
 from medssl.modalities.image.resize import fit_images
 from medssl.modalities.image.slices import read_axial_slices, split_slice_ref
 from medssl.modalities.npz import NPZ_ARRAYS, npz_layout, npz_locate, split_npz_ref
+from medssl.platform.engine.progress import counting
 from medssl.platform.errors import DataError
 from medssl.platform.io import atomic_folder
 
@@ -209,14 +210,7 @@ def _warn_conversions(records: Sequence[Record], info: list[dict[str, Any]]) -> 
         )
 
 
-@contextmanager
-def _progress(total: int) -> Iterator[Callable[[], None]]:
-    """A transient rich progress bar when there are enough files to wait for."""
-    if total < _PROGRESS_MIN_FILES:
-        yield lambda: None
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task("preparing radiographs", total=total)
-        yield lambda: bar.advance(task)
+def _progress(total: int) -> AbstractContextManager[Callable[[], None]]:
+    """A transient rich bar on a terminal when there are enough files to wait for; progress
+    lines in logs."""
+    return counting("preparing radiographs", total, unit="file", bar_from=_PROGRESS_MIN_FILES)

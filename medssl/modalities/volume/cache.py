@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,12 @@ from medssl.modalities.volume.readers import (
     stat_fingerprint,
 )
 from medssl.modalities.volume.volume import Volume
+from medssl.platform.engine.progress import counting
 from medssl.platform.errors import DataError
 from medssl.platform.io import atomic_write, atomic_write_json, atomic_write_npy
 
 CACHE_VERSION = 1
-_PROGRESS_MIN_ITEMS = 4  # fewer entries than this build without a progress bar
+_PROGRESS_MIN_ITEMS = 4  # fewer entries than this build without a progress bar on a terminal
 log = logging.getLogger(__name__)
 
 
@@ -107,7 +109,7 @@ def prepare_volumes(
             strict=True,
         ):
             entries[i] = entry
-    with _ProgressBar(len(todo)) as advance:
+    with _progress(len(todo)) as advance:
         for i, key in todo:
             entries[i] = _build_entry(root, key, records[i], preprocessing, read)
             advance()
@@ -252,7 +254,7 @@ def _write_npz_processed(path: Path, images: np.ndarray, cfg: Any, shape: tuple[
         out = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.float32, shape=(len(images), *shape)
         )
-        with _ProgressBar(len(images)) as advance:
+        with _progress(len(images)) as advance:
             for n, item in enumerate(images):
                 vol = Volume(item.astype(np.float32), np.eye(4), {"dtype": str(images.dtype)})
                 out[n] = preprocess(vol, cfg).channels_first
@@ -290,23 +292,5 @@ def _source_dtype(volume: Volume) -> str | None:
     return "uint8" if meta.get("dtype") == "uint8" and meta.get("format", "npz") == "npz" else None
 
 
-class _ProgressBar:
-    """A rich progress bar when there are enough items to wait for; silent otherwise."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self._bar: Any = None
-
-    def __enter__(self) -> Callable[[], None]:
-        if self.total < _PROGRESS_MIN_ITEMS:
-            return lambda: None
-        from rich.progress import Progress
-
-        self._bar = Progress(transient=True)
-        self._bar.start()
-        task = self._bar.add_task("preparing volumes", total=self.total)
-        return lambda: self._bar.advance(task)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+def _progress(total: int) -> AbstractContextManager[Callable[[], None]]:
+    return counting("preparing volumes", total, unit="volume", bar_from=_PROGRESS_MIN_ITEMS)

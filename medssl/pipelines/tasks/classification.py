@@ -12,6 +12,7 @@ from torch import nn
 
 from medssl.pipelines.tasks.pretrained import load_encoder_weights
 from medssl.platform.encoders.base import Encoder
+from medssl.platform.engine.progress import tracked
 from medssl.platform.engine.supervised import SupervisedModule
 from medssl.platform.evaluation.features import extract_features, module_device, pool_per_scan
 from medssl.platform.evaluation.metrics import classification_scores
@@ -98,19 +99,26 @@ def _owner(data: Any) -> np.ndarray | None:
     return None if volume_of_items is None else np.asarray(volume_of_items())
 
 
-def scan_probabilities(model: nn.Module, data: Any) -> tuple[np.ndarray, np.ndarray]:
+def scan_probabilities(
+    model: nn.Module, data: Any, progress: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """`predict_probabilities`, pooled per scan when `data` serves slices of volumes (a 2-D
-    encoder on volumes is scored per volume, not per slice)."""
-    return pool_per_scan(*predict_probabilities(model, data), _owner(data))
+    encoder on volumes is scored per volume, not per slice). With `progress` (a label), the
+    batches of a loader are reported as they go (`tracked`)."""
+    batches = tracked(data, progress, unit="batch") if progress else data
+    return pool_per_scan(*predict_probabilities(model, batches), _owner(data))
 
 
 def evaluate_classification(
-    model: nn.Module, data: Iterable[Mapping[str, Any]], num_classes: int | None = None
+    model: nn.Module,
+    data: Iterable[Mapping[str, Any]],
+    num_classes: int | None = None,
+    progress: str | None = None,
 ) -> dict[str, float]:
     """AUROC (one-vs-rest macro for more than two classes), accuracy and balanced accuracy of
     the model's softmax probabilities on `data` (see `scan_probabilities`: one prediction per
     scan, also when a loader serves slices of volumes), and n (scans)."""
-    p, y = scan_probabilities(model, data)
+    p, y = scan_probabilities(model, data, progress)
     if num_classes is not None and p.shape[1] != num_classes:
         raise ValueError(f"the model gives {p.shape[1]} class scores, expected {num_classes}")
     return {**classification_scores(y, p), "n": float(y.shape[0])}
@@ -171,12 +179,14 @@ class ClassificationTask:
         *,
         num_classes: int | None = None,
         batch_size: int = 8,
+        progress: str | None = None,
     ) -> dict[str, float]:
         """AUROC, accuracy, balanced accuracy and n. `data` is items or a loader; or a run
-        context, with `indices` naming the scans, whose "classification" loader is used."""
+        context, with `indices` naming the scans, whose "classification" loader is used (its
+        batches reported under the label `progress`, when given)."""
         if indices is not None:
             data = data.loader(list(indices), "classification", batch_size)
-        return evaluate_classification(model, data, num_classes)
+        return evaluate_classification(model, data, num_classes, progress if indices is not None else None)
 
     def validation_score(
         self, model: nn.Module, ctx: Any, indices: Sequence[int], *, batch_size: int = 8
@@ -184,6 +194,6 @@ class ClassificationTask:
         """Mean log-loss on the scans `indices` of the run context `ctx` (lower is better),
         one prediction per scan."""
         probs, labels = scan_probabilities(
-            model, ctx.loader(list(indices), "classification", batch_size)
+            model, ctx.loader(list(indices), "classification", batch_size), progress="validate"
         )
         return mean_log_loss(probs, labels)

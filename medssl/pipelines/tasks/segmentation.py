@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from medssl.pipelines.tasks.pretrained import load_encoder_weights
 from medssl.platform.encoders.base import Encoder, SegmentationNet
+from medssl.platform.engine.progress import tracked
 from medssl.platform.engine.supervised import SupervisedModule
 from medssl.platform.errors import ConfigError
 from medssl.platform.evaluation.features import module_device
@@ -251,17 +252,21 @@ class SegmentationTask:
         roi_size: Sequence[int] | None = None,
         num_classes: int | None = None,
         spacing_key: str | None = "spacing",
+        progress: str | None = None,
     ) -> dict[str, float]:
         """Flat metrics for reports: mean_dice, mean_hd95, dice/<label>, hd95/<label>.
 
         `data` is items or a loader of whole volumes; or a run context, with `indices` naming
         the volumes, from which the "evaluate" dataset and `finetune.roi_size` are taken.
-        `num_classes` defaults to the head's output channels.
+        `num_classes` defaults to the head's output channels. With `progress` (a label) and
+        `indices`, the volumes scored are reported as they go (`tracked`).
         """
         net: torch.nn.Module = model
         if indices is not None:
             roi_size = roi_size or run_roi(data.config, data.modality)
             data = data.dataset(list(indices), "evaluate")
+            if progress:
+                data = tracked(data, progress, unit="volume")
             if roi_size is None:
                 raise ConfigError(
                     "finetune.roi_size: set the sliding-window size for segmentation "
@@ -281,7 +286,7 @@ class SegmentationTask:
 
     def validation_score(self, model: SegmentationNet, ctx: Any, indices: Sequence[int]) -> float:
         """Mean foreground Dice (sliding window) on the volumes `indices` (higher is better)."""
-        return float(self.evaluate(model, ctx, indices)["mean_dice"])
+        return float(self.evaluate(model, ctx, indices, progress="validate")["mean_dice"])
 
 
 def run_roi(config: Any, modality: Any) -> tuple[int, ...] | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressB
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from medssl.platform.config import TrainerConfig
+from medssl.platform.engine.progress import ProgressLine
 
 log = logging.getLogger("medssl")
 
@@ -42,27 +42,49 @@ def resolve_precision(cfg: TrainerConfig) -> str:
     return "32-true"
 
 
-class EpochSummary(Callback):
-    """Prints one line per epoch when no interactive progress bar is shown (CI, logs)."""
+class TrainingProgress(Callback):
+    """Progress lines of a Lightning fit when no interactive bar is shown (CI, logs): the
+    optimiser step out of the fit's total with the loss, through `ProgressLine`, and for a
+    fit of several epochs a line at the end of every epoch, `epoch k/N step ...`."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, every: float | None = None) -> None:
         self.label = label
-        self._start = 0.0
+        self.every = every
+        self.progress: ProgressLine | None = None
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        total = trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches
+        self.progress = ProgressLine(
+            self.label, max(1, int(total)), unit="step", every=self.every,
+            start=int(trainer.global_step),
+        )
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_rank != 0:
+    def _report(self, trainer: L.Trainer, force: bool = False, prefix: str = "") -> None:
+        if self.progress is None or trainer.global_rank != 0:
             return
         loss = trainer.callback_metrics.get("loss")
-        shown = f"{float(loss):.4f}" if loss is not None else "n/a"
-        print(
-            f"[{self.label}] epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
-            f"step {trainer.global_step} loss {shown} "
-            f"({time.perf_counter() - self._start:.1f}s)",
-            flush=True,
+        detail = f"loss {float(loss):.4f}" if loss is not None else "loss n/a"
+        self.progress.update(int(trainer.global_step), detail, force=force, prefix=prefix)
+
+    def _epochs(self, trainer: L.Trainer) -> bool:
+        return trainer.max_epochs is not None and trainer.max_epochs > 1
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        batch_idx: int,
+    ) -> None:
+        # In a fit of several epochs, an epoch's last batch (and the fit's) is reported by the
+        # epoch's own line.
+        last = batch_idx + 1 >= trainer.num_training_batches or (
+            self.progress is not None and trainer.global_step >= self.progress.total
         )
+        if not (self._epochs(trainer) and last):
+            self._report(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._epochs(trainer):
+            epoch = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
+            self._report(trainer, force=True, prefix=epoch)
 
 
 def build_trainer(
@@ -109,7 +131,7 @@ def build_trainer(
     if interactive:
         callbacks.append(RichProgressBar())
     else:
-        callbacks.append(EpochSummary(label))
+        callbacks.append(TrainingProgress(label))
     # A resumed run logs into a new version folder so the first attempt's curve survives.
     version = f"attempt{len(list((root / 'logs').glob('attempt*')))}"
     attempt = root / "logs" / version

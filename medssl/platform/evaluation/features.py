@@ -3,11 +3,13 @@ gradients and gather its global vectors with the labels and subjects that came w
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 
 import numpy as np
 import torch
 from torch import nn
+
+from medssl.platform.engine.progress import tracked
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -26,15 +28,20 @@ def _global_features(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def extract_features(
-    encoder: nn.Module, dataloader: Iterable[Mapping[str, torch.Tensor]]
+    encoder: nn.Module,
+    dataloader: Iterable[Mapping[str, torch.Tensor]],
+    progress: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Global features of every sample: (features (N, D) float32, labels (N,) or None,
     subjects (N,) or None).
 
     The encoder runs in eval mode under `torch.no_grad` on its own device, and its previous
     train/eval mode is restored afterwards. Labels and subjects are returned when every batch
-    carries the `label` / `subject` field, else None.
+    carries the `label` / `subject` field, else None. With `progress` (a label) and a loader
+    that has a length, the batches done are reported as they go (`tracked`).
     """
+    if progress and isinstance(dataloader, Sized):
+        dataloader = tracked(dataloader, progress, unit="batch")
     device = module_device(encoder)
     was_training = encoder.training
     encoder.eval()
