@@ -35,6 +35,23 @@ def refuse_problems(path: str, problems: Sequence[Problem]) -> None:
         )
 
 
+def check_datasets(configs: Sequence[PipelineConfig]) -> None:
+    """Before the first of several datasets trains: every dataset's config checks and every
+    problem of every dataset, refused at once (a DataError listing each, its file first)."""
+    problems: list[Problem] = []
+    for config in configs:
+        check_compatibility(config)
+        check_joint_probes(config)
+        problems += validate_data(config)
+    if problems:
+        listing = "" if len(problems) == 1 else ":\n" + "\n".join(str(p) for p in problems)
+        raise DataError(
+            f"{problems[0]}; {len(problems)} problem(s) in the datasets of data.path, found "
+            f"before any of them was trained; fix or remove them and run again{listing}",
+            [str(p) for p in problems],
+        )
+
+
 def prepare_context(config: PipelineConfig, run_dir: Path) -> RunContext:
     check_compatibility(config)
     check_joint_probes(config)

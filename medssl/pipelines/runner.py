@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from medssl.pipelines import finetune, stages
-from medssl.pipelines.prepare import prepare_context
+from medssl.pipelines.prepare import check_datasets, prepare_context
 from medssl.pipelines.reduce import reduce_stage
 from medssl.pipelines.report import write_collection_report, write_report
 from medssl.platform.config import PipelineConfig, deep_merge, load_config, validate_config
@@ -86,6 +86,8 @@ def run_datasets(config: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     """Every stage on each dataset of `data.path` in `<run_dir>/<dataset name>/` (each one
     resumes on its own), then one report over all of them in `run_dir`: every dataset's rows
     and, for more than one dataset, `average` rows (see `dataset_averages`)."""
+    singles = [dataset_config(config, path) for path in config.data.paths()]
+    check_datasets(singles)  # a missing or broken dataset at the end must not wait for the rest
     rank, _ = launch_world()
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
@@ -94,8 +96,7 @@ def run_datasets(config: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         )
     started = time.perf_counter()
     reports = []
-    for path in config.data.paths():
-        single = dataset_config(config, path)
+    for path, single in zip(config.data.paths(), singles, strict=True):
         name = single.data.dataset_name()
         print(f"=== dataset {name} ({path}) ===", flush=True)
         reports.append(_run_dataset(single, run_dir / name))

@@ -15,7 +15,7 @@ from medssl.pipelines.prepare import prepare_context
 from medssl.pipelines.presets import resolve
 from medssl.pipelines.runner import run_config
 from medssl.platform.config import PipelineConfig, load_config
-from medssl.platform.errors import ConfigError
+from medssl.platform.errors import ConfigError, DataError
 
 TINY = [
     "encoder.kwargs={hidden_dim: 8, output_dim: 16, depth: 1}",
@@ -87,6 +87,19 @@ def _ridge_reference(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.nda
 def _pairs(reps: np.ndarray, targets: np.ndarray, horizon: int, drop: int = 0):
     t = np.arange(drop, len(reps) - horizon)
     return reps[t], np.stack([targets[k + 1 : k + 1 + horizon, 0] for k in t])
+
+
+@pytest.mark.integration
+def test_a_missing_dataset_at_the_end_of_the_list_stops_the_run_before_any_training(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    config = load_config(
+        [resolve("ucr-ts2vec")],
+        [f"data.root={shared_data / 'timeseries'}", "data.path=[ucr/Coffee, ucr/NoSuchSet]", *TINY],
+    )
+    with pytest.raises(DataError, match=r"NoSuchSet: does not exist.*before any of them was trained"):
+        run_config(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
 
 
 def test_forecast_alpha_comes_from_validation_rows_only() -> None:
