@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from medssl.modalities.text.tokenizer import ReportTokenizer, _text_list
-from medssl.platform.errors import CheckpointError, ConfigError
+from medssl.modalities.text.tokenizer import ReportTokenizer, _text_list, read_tokenizer_file
+from medssl.platform.errors import ConfigError
 from medssl.platform.io import atomic_write_text
 from medssl.platform.local_hf import MODEL_KEY, import_hf, model_folder, quiet_loading
 
@@ -179,7 +179,7 @@ class LocalModelTokenizer:
     def load(cls, path: str | Path, sha256: str | None = None) -> LocalModelTokenizer:
         """Read a bundle saved with `save`; CheckpointError naming the file when it is
         missing, corrupt or not the one `sha256` names."""
-        return _checked(cls, Path(path), sha256)
+        return read_tokenizer_file(Path(path), cls.from_json, sha256, _TRAVEL)
 
     def __repr__(self) -> str:
         kind = type(self._tokenizer).__name__
@@ -201,24 +201,6 @@ def load_tokenizer(
     if isinstance(saved, dict) and saved.get("format") == BUNDLE_FORMAT:
         return LocalModelTokenizer.load(path, sha256)
     return ReportTokenizer.load(path, sha256)
-
-
-def _checked(cls: type[LocalModelTokenizer], path: Path, sha256: str | None) -> LocalModelTokenizer:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        reason = "is missing" if isinstance(err, FileNotFoundError) else f"cannot be read ({err})"
-        raise CheckpointError(f"tokenizer file {path} {reason}; {_TRAVEL}") from err
-    try:
-        tokenizer = cls.from_json(text)
-    except (ValueError, OSError) as err:
-        raise CheckpointError(f"tokenizer file {path} is corrupt ({err}); {_TRAVEL}") from err
-    if sha256 is not None and tokenizer.sha256 != sha256:
-        raise CheckpointError(
-            f"tokenizer file {path} has sha256 {tokenizer.sha256[:12]}..., not the "
-            f"{sha256[:12]}... the model card names; {_TRAVEL}"
-        )
-    return tokenizer
 
 
 def _auto_tokenizer(files: Mapping[str, bytes]) -> Any:

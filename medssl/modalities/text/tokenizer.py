@@ -10,8 +10,9 @@ library's WordPiece trainer.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from tokenizers import (
@@ -27,6 +28,8 @@ from tokenizers import (
 
 from medssl.platform.errors import CheckpointError
 from medssl.platform.io import atomic_write_text
+
+T = TypeVar("T")
 
 __all__ = ["SPECIAL_TOKENS", "ReportTokenizer"]
 
@@ -256,27 +259,11 @@ class ReportTokenizer:
             CheckpointError: the file is missing, unreadable, not a report tokenizer, or not
                 the one `sha256` names; the message names the file.
         """
-        path = Path(path)
         travel = (
             "the report tokenizer must travel with the checkpoint and its model card, so "
             "copy it from the run that trained the weights"
         )
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            missing = isinstance(err, FileNotFoundError)
-            reason = "is missing" if missing else f"cannot be read ({err})"
-            raise CheckpointError(f"tokenizer file {path} {reason}; {travel}") from err
-        try:
-            tokenizer = cls.from_json(text)
-        except ValueError as err:
-            raise CheckpointError(f"tokenizer file {path} is corrupt ({err}); {travel}") from err
-        if sha256 is not None and tokenizer.sha256 != sha256:
-            raise CheckpointError(
-                f"tokenizer file {path} has sha256 {tokenizer.sha256[:12]}..., not the "
-                f"{sha256[:12]}... the model card names; {travel}"
-            )
-        return tokenizer
+        return read_tokenizer_file(Path(path), cls.from_json, sha256, travel)
 
     def __repr__(self) -> str:
         return f"ReportTokenizer(vocab_size={self.vocab_size}, sha256={self.sha256[:12]})"
@@ -356,3 +343,27 @@ def _check_layout(tokenizer: Tokenizer) -> None:
             raise ValueError(f"special token {token} has id {found}, not {expected}")
     if tokenizer.normalizer is None or tokenizer.pre_tokenizer is None:
         raise ValueError("the normaliser or pre-tokeniser is missing")
+
+
+def read_tokenizer_file(
+    path: Path, parse: Callable[[str], T], sha256: str | None, travel: str
+) -> T:
+    """The tokenizer `parse` builds from the JSON saved at `path`, checked against the
+    `sha256` a model card recorded (when given); CheckpointError naming the file when it is
+    missing, unreadable, corrupt or another one, ending with `travel` (how to get it back)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = "is missing" if isinstance(err, FileNotFoundError) else f"cannot be read ({err})"
+        raise CheckpointError(f"tokenizer file {path} {reason}; {travel}") from err
+    try:
+        tokenizer = parse(text)
+    except (ValueError, OSError) as err:
+        raise CheckpointError(f"tokenizer file {path} is corrupt ({err}); {travel}") from err
+    found = str(tokenizer.sha256)  # type: ignore[attr-defined]
+    if sha256 is not None and found != sha256:
+        raise CheckpointError(
+            f"tokenizer file {path} has sha256 {found[:12]}..., not the {sha256[:12]}... the "
+            f"model card names; {travel}"
+        )
+    return tokenizer

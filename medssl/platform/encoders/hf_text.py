@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from medssl.platform.encoders.base import ConfigLike, Fraction, StrictPositiveInt, jsonable
-from medssl.platform.encoders.text import TextOutput
+from medssl.platform.encoders.text import TextOutput, text_output
 from medssl.platform.errors import ConfigError
 from medssl.platform.local_hf import MODEL_KEY, import_hf, model_folder, quiet_loading
 
@@ -164,13 +164,7 @@ class PretrainedTextEncoder(nn.Module):
                 f"{tuple(mask.shape)} ({mask.dtype})"
             )
         hidden = self.model(input_ids=ids.long(), attention_mask=mask.long()).last_hidden_state
-        tokens = hidden * mask[..., None].to(hidden.dtype)
-        if self.config.pool == "cls":
-            pooled = tokens[:, 0]
-        else:
-            count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(hidden.dtype)
-            pooled = tokens.sum(dim=1) / count
-        return TextOutput(pooled=pooled, tokens=tokens)
+        return text_output(hidden, mask, self.config.pool)
 
 
 def add_lora(model: nn.Module, cfg: PretrainedTextEncoder.Config) -> nn.Module:

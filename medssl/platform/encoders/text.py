@@ -69,6 +69,16 @@ class TextOutput:
     tokens: torch.Tensor
 
 
+def text_output(hidden: torch.Tensor, mask: torch.Tensor, pool: str) -> TextOutput:
+    """Per-token states (B, L, D) zeroed at padding, and their pooling: position 0 ([CLS])
+    for pool "cls", the mean over real tokens for "mean"."""
+    tokens = hidden * mask[..., None].to(hidden.dtype)
+    if pool == "cls":
+        return TextOutput(pooled=tokens[:, 0], tokens=tokens)
+    count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(hidden.dtype)
+    return TextOutput(pooled=tokens.sum(dim=1) / count, tokens=tokens)
+
+
 class TextTransformer(nn.Module):
     """Transformer text encoder trained from scratch on report text: the text tower of
     contrastive image-text pretraining (CLIP, Radford et al., ICML 2021; ConVIRT, Zhang et al.,
@@ -190,13 +200,7 @@ class TextTransformer(nn.Module):
         attends = mask | empty[:, None]
         h = self.dropout(self.token(ids) + self.position[:, : ids.shape[1]])
         h = self.norm(self.blocks(h, src_key_padding_mask=~attends))
-        tokens = h * mask[..., None].to(h.dtype)
-        if self.config.pool == "cls":
-            pooled = tokens[:, 0]
-        else:
-            count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(h.dtype)
-            pooled = tokens.sum(dim=1) / count
-        return TextOutput(pooled=pooled, tokens=tokens)
+        return text_output(h, mask, self.config.pool)
 
     def _checked_mask(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """`mask` (or the one `pad_id` gives) after checking the shapes and ids of a batch."""
