@@ -219,7 +219,7 @@ def phantoms(
 @app.command()
 def demo(
     out: Annotated[Path, OUT] = Path("runs/demo"),
-    subjects: Annotated[int, typer.Option(help="Synthetic CT phantoms to generate.")] = 10,
+    subjects: Annotated[int, typer.Option(help="Synthetic CT phantoms to generate.")] = 30,
     overrides: Annotated[list[str] | None, typer.Argument(help="key.path=value overrides")] = None,
 ) -> None:
     """Generate synthetic CT phantoms, pretrain, fine-tune with 2 labelled phantoms beside
@@ -276,9 +276,11 @@ def main() -> None:
     # Lightning's banner lines ("GPU available: False ...") are noise for a CLI user.
     for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Two known Lightning messages that say nothing about the user's run.
+    # Three known Lightning messages that say nothing about the user's run.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no")
+    # Training is counted in steps, so an epoch shorter than the logging interval is normal.
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller")
     app()
 
 

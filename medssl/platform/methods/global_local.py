@@ -103,6 +103,15 @@ class GlobalContrast(_Validated):
         projection_dim: int = Field(128, ge=1)
         augment: AugmentConfig = Field(default_factory=_global_augment)
 
+        @field_validator("augment", mode="before")
+        @classmethod
+        def _over_the_paper_views(cls, value: Any) -> Any:
+            """A partial `augment` (e.g. only `brightness: 0`) changes those keys of the
+            paper's views, not of the generic AugmentConfig defaults."""
+            if isinstance(value, dict):
+                return {**_global_augment().model_dump(), **value}
+            return value
+
     def __init__(
         self, encoder: Encoder, config: GlobalContrast.Config | dict[str, Any] | None = None
     ) -> None:

@@ -53,6 +53,14 @@ def test_registry_and_config_errors() -> None:
     assert {"subject", "partition"} <= GlobalContrast.requires
 
 
+def test_a_partial_augment_changes_only_its_keys_of_the_paper_views() -> None:
+    paper = GlobalContrast(_unet()).config.augment
+    changed = GlobalContrast(_unet(), {"augment": {"brightness": 0.0}}).config.augment
+    assert changed.brightness == 0.0
+    assert changed.model_dump() == {**paper.model_dump(), "brightness": 0.0}
+    assert changed.crop_scale == (0.2, 0.3) and changed.flip_prob == 0.0
+
+
 @pytest.mark.parametrize("strategy", ["GR", "GD-", "GD"])
 def test_global_forward_backward_and_loss_wiring(strategy: str) -> None:
     method = GlobalContrast(_unet(), {"strategy": strategy, "hidden_dim": 32, "projection_dim": 16})
