@@ -140,10 +140,10 @@ def grey_map(
     scale: torch.Tensor, offset: torch.Tensor, dtype: torch.dtype = torch.float32
 ) -> tuple[float | torch.Tensor, torch.Tensor]:
     """The map of `grey_affine` in the arithmetic's precision, ready for `grey_levels`:
-    (factor, shift = offset - 127.5, rounded once); factor is a number when one map serves
-    every slice (add's scalar multiplier is 2-3x faster than addcmul on a CPU)."""
+    (factor, shift = offset + 0.5); factor is a number when one map serves every slice
+    (add's scalar multiplier is 2-3x faster than addcmul on a CPU)."""
     factor = scale.to(dtype)
-    shift = (offset - 127.5).to(dtype)
+    shift = offset.to(dtype) + 0.5
     return (factor.item() if factor.numel() == 1 else factor), shift
 
 
@@ -153,19 +153,18 @@ def grey_levels(
     shift: torch.Tensor,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Centred 8-bit grey levels floor(x * factor + shift) clipped to -128..127 (the int8
-    range), the affine map rounded once (a fused multiply-add), into `out` when given.
+    """8-bit grey levels floor(x * factor + shift) clipped to 0..255, the affine map rounded
+    once (a fused multiply-add), into `out` when given.
 
     Clipping after the affine map is the same as clipping x to a window first (the map is
-    increasing and sends the window's ends to the ends of the range), so no full-size
-    clipped copy is made; the map is one fused pass, as each pass over a big volume costs
-    memory bandwidth.
+    increasing and sends the window's ends to 0 and 255), so no full-size clipped copy is
+    made; the map is one fused pass, as each pass over a big volume costs memory bandwidth.
     """
     if isinstance(factor, float):
         grey = torch.add(shift, x, alpha=factor, out=out)
     else:
         grey = torch.addcmul(shift, x, factor, out=out)
-    return grey.floor_().clamp_(-128.0, 127.0)
+    return grey.floor_().clamp_(0.0, 255.0)
 
 
 def quantize_grey(
@@ -173,14 +172,10 @@ def quantize_grey(
 ) -> torch.Tensor:
     """8-bit grey levels floor(x * scale + offset + 0.5) clipped to 0..255, as float (into
     `out` when given, whose dtype is the arithmetic's; else float32). `scale` and `offset`
-    are (n, 1, 1), one map per slice, or (1, 1, 1), one for all.
-
-    Evaluated as `grey_levels` + 128, so that these levels and the centred ones that
-    `DHash` computes chunk by chunk agree level for level.
-    """
+    are (n, 1, 1), one map per slice, or (1, 1, 1), one for all (see `grey_levels`)."""
     dtype = out.dtype if out is not None else torch.float32
     factor, shift = grey_map(scale, offset, dtype)
-    return grey_levels(x if out is not None else x.to(dtype), factor, shift, out).add_(128.0)
+    return grey_levels(x if out is not None else x.to(dtype), factor, shift, out)
 
 
 def to_grey(

@@ -109,8 +109,8 @@ def slice_dhash(
         chunk_factor = factor if isinstance(factor, float) else factor[start:stop]
         chunk_shift = shift if shift.shape[0] == 1 else shift[start:stop]
         part = volume[start:stop].to(grey.dtype)  # float32 arithmetic, as in `quantize_grey`
-        centred = grey_levels(part, chunk_factor, chunk_shift, grey[: stop - start])
-        plan.first_pass(centred, sums[start * plan.lines : stop * plan.lines], scratch)
+        levels = grey_levels(part, chunk_factor, chunk_shift, grey[: stop - start])
+        plan.first_pass(levels, sums[start * plan.lines : stop * plan.lines], scratch)
     small = plan.second_pass(sums, n)
     return (small[:, :, 1:] > small[:, :, :-1]).reshape(n, -1)
 
@@ -197,13 +197,13 @@ class _ResizePlan:
         return torch.empty(slices * self.lines, self.digits.shape[0], dtype=torch.int8)
 
     def first_pass(
-        self, centred: torch.Tensor, out: torch.Tensor, signed: torch.Tensor | None
+        self, grey: torch.Tensor, out: torch.Tensor, signed: torch.Tensor | None
     ) -> None:
-        """The pass over every voxel: (k, H, W) float centred grey levels -128..127 -> the
-        exact sums of each line (k * lines rows of `new_sums`) in `out`."""
+        """The pass over every voxel: (k, H, W) float32 grey levels 0..255 (overwritten) ->
+        the exact sums of each line (k * lines rows of `new_sums`) in `out`."""
         if not self.columns_first:
-            centred = centred.transpose(1, 2)
-        lines = centred.reshape(-1, centred.shape[-1])
+            grey = grey.transpose(1, 2)
+        lines = grey.reshape(-1, grey.shape[-1]).sub_(128.0)  # centred: the int8 range
         if self.digits is None or signed is None:
             torch.mm(lines.double(), self.first_t, out=out)
         else:
@@ -244,7 +244,7 @@ def resize_grey(
     n = grey.shape[0]
     plan = _resize_plan(grey.shape[1], grey.shape[2], size, resample, grey.device)
     sums = plan.new_sums(n)
-    plan.first_pass(grey.to(torch.float32) - 128.0, sums, plan.scratch(n))
+    plan.first_pass(grey.to(torch.float32, copy=True), sums, plan.scratch(n))
     return plan.second_pass(sums, n)
 
 

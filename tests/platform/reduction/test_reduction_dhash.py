@@ -17,13 +17,7 @@ from medssl.platform.reduction import (
     slice_dhash,
     to_grey,
 )
-from medssl.platform.reduction.base import (
-    Scaling,
-    grey_affine,
-    grey_levels,
-    grey_map,
-    quantize_grey,
-)
+from medssl.platform.reduction.base import grey_affine, grey_levels, grey_map
 from medssl.platform.reduction.dhash import (
     _ResizePlan,
     columns_first,
@@ -72,11 +66,9 @@ def _pillow_resize(img: np.ndarray, size: tuple[int, int], resample: str) -> np.
 
 
 def _resize_with(plan: _ResizePlan, grey: np.ndarray) -> np.ndarray:
-    n = 1
-    sums = plan.new_sums(n)
-    centred = torch.from_numpy(grey)[None].float() - 128.0
-    plan.first_pass(centred, sums, plan.scratch(n))
-    return plan.second_pass(sums, n)[0].numpy()
+    sums = plan.new_sums(1)
+    plan.first_pass(torch.from_numpy(grey)[None].float(), sums, plan.scratch(1))
+    return plan.second_pass(sums, 1)[0].numpy()
 
 
 @pytest.mark.parametrize("resample", ["lanczos", "box"])
@@ -114,13 +106,13 @@ def test_lines_too_wide_for_int32_sums_use_float64() -> None:
     np.testing.assert_array_equal(_resize_with(plan, img), _pillow_resize(img, (9, 8), "lanczos"))
 
 
-@pytest.mark.parametrize("scaling", ["volume", "slice", "window"])
-def test_centred_levels_are_the_grey_levels_less_128(scaling: Scaling) -> None:
-    volume = torch.randn(4, 30, 20, generator=torch.Generator().manual_seed(0)) * 700.0
-    scale, offset = grey_affine(volume, scaling, (-200.0, 400.0))
-    centred = grey_levels(volume, *grey_map(scale, offset))
-    assert torch.equal(centred + 128.0, quantize_grey(volume, scale, offset))
-    assert centred.min() >= -128 and centred.max() <= 127
+def test_grey_levels_keep_the_exact_ties_of_an_integer_ct_range() -> None:
+    """-1024..914 HU: 255 / 1938 = 5 / 38, so every 19 HU a value lies exactly half-way
+    between two levels and must round up, as integer arithmetic (and numpy) does."""
+    hu = torch.arange(-1024, 915, dtype=torch.float32).view(1, 1, -1)
+    exact = ((hu.long() + 1024) * 510 + 1938) // (2 * 1938)
+    assert torch.equal(to_grey(hu).long(), exact)
+    assert torch.equal(grey_levels(hu, *grey_map(*grey_affine(hu, "volume"))).long(), exact)
 
 
 def test_pass_order_follows_the_shape() -> None:
