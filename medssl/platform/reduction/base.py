@@ -129,7 +129,8 @@ def grey_affine(
         assert window is not None
         low, high = float(window[0]), float(window[1])
     else:
-        low, high = torch.stack(torch.aminmax(volume)).double().tolist()
+        least, most = torch.aminmax(volume)
+        low, high = float(least.item()), float(most.item())
     # One map: plain float64 arithmetic, not a dozen tensor operations on one number each.
     one = 255.0 / (high - low) if high > low else 0.0
     maps = torch.tensor([[[one]], [[-low * one]]], dtype=torch.float64, device=volume.device)
