@@ -140,16 +140,16 @@ class _ResizePlan:
     each sum S to 8 bits as (S + 2**21) >> 22 after each pass. The sums here are exact, so
     no tie is ever broken differently:
     - first pass (every voxel), on a CPU: int8 x int8 -> int32 matrix products
-      (`torch._int_mm`, oneDNN's VNNI/AMX kernels; several times faster than float32 there)
-      of the centred grey levels x - 128 (-128..127) and the weights split into base-256
-      digits d (-128..127); the digit sums p_d are recombined as p0 + 256 * (p1 + 256 * p2)
-      in int32. Every intermediate is a sum over a line of C pixels of (x - 128) times
-      (k less its lower digits) / 256**j, so in size at most 128 * sum|k| + C * 2**15
-      (the lower digits add at most 128.5 per pixel): the plan uses int8 products only
-      where that is below 2**31, i.e. every partial sum is exact (for 512 px and Lanczos,
-      sum|k| is about 1.3 * 2**22: 2**29.5 + 2**24). Elsewhere (a GPU, where TF32 would
-      round, or wider lines): one float64 product, exact since every partial sum is an
-      integer below 2**53.
+      (`torch._int_mm`; with the subtraction and the int8 copy, half the cost of an exact
+      float32 product on one 512 x 512 slice) of the centred grey levels x - 128
+      (-128..127) and the weights split into base-256 digits d (-128..127); the digit sums
+      p_d are recombined as p0 + 256 * (p1 + 256 * p2) in int32. Every intermediate is a
+      sum over a line of C pixels of (x - 128) times (k less its lower digits) / 256**j,
+      so in size at most 128 * sum|k| + C * 2**15 (the lower digits add at most 128.5 per
+      pixel): the plan uses int8 products only where that is below 2**31, i.e. every
+      partial sum is exact (for 512 px and Lanczos, sum|k| = 1.36 * 2**22: 2**29.4 + 2**24).
+      Elsewhere (a GPU, where TF32 would round, or wider lines): one float64 product,
+      exact since every partial sum is an integer below 2**53.
     - second pass (9 or 8 values per line): float64 products of the 8-bit values and the
       weights, multiples of 2**-22; every partial sum is a multiple of 2**-22 below
       255 * sum|w| (< 2**9), i.e. at most 31 significant bits: exact.
