@@ -110,8 +110,9 @@ class SliceImageConfig(BaseModel):
 def grey_affine(
     volume: torch.Tensor, scaling: Scaling, window: tuple[float, float] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, offset), each (n, 1, 1) float64, so that `volume * scale + offset` maps the
-    chosen low..high range to 0..255 (see `quantize_grey`).
+    """(scale, offset), each (m, 1, 1) float64, so that `volume * scale + offset` maps the
+    chosen low..high range to 0..255 (see `quantize_grey`): m = n slices for "slice"
+    scaling, m = 1 (one map for every slice) for "volume" and "window".
 
     A constant volume (or slice) gets scale 0: it becomes all black instead of dividing by 0.
     """
@@ -119,38 +120,63 @@ def grey_affine(
     if volume.numel() == 0:
         empty = torch.zeros(n, 1, 1, dtype=torch.float64, device=volume.device)
         return empty, empty
+    if scaling == "slice":
+        lo = volume.reshape(n, -1).amin(dim=1).double()
+        span = volume.reshape(n, -1).amax(dim=1).double() - lo
+        scale = torch.where(span > 0, 255.0 / span.clamp_min(1e-300), torch.zeros_like(span))
+        return scale.view(n, 1, 1), (-lo * scale).view(n, 1, 1)
     if scaling == "window":
         assert window is not None
-        lo = torch.full((n,), float(window[0]), dtype=torch.float64, device=volume.device)
-        hi = torch.full((n,), float(window[1]), dtype=torch.float64, device=volume.device)
-    elif scaling == "slice":
-        lo = volume.reshape(n, -1).amin(dim=1).double()
-        hi = volume.reshape(n, -1).amax(dim=1).double()
+        low, high = float(window[0]), float(window[1])
     else:
-        low, high = torch.aminmax(volume)
-        lo, hi = low.double().expand(n), high.double().expand(n)
-    span = hi - lo
-    scale = torch.where(span > 0, 255.0 / span.clamp_min(1e-300), torch.zeros_like(span))
-    return scale.view(n, 1, 1), (-lo * scale).view(n, 1, 1)
+        least, most = torch.aminmax(volume)
+        low, high = float(least.item()), float(most.item())
+    # One map: plain float64 arithmetic, not a dozen tensor operations on one number each.
+    one = 255.0 / (high - low) if high > low else 0.0
+    maps = torch.tensor([[[one]], [[-low * one]]], dtype=torch.float64, device=volume.device)
+    return maps[:1], maps[1:]
+
+
+def grey_map(
+    scale: torch.Tensor, offset: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> tuple[float | torch.Tensor, torch.Tensor]:
+    """The map of `grey_affine` in the arithmetic's precision, ready for `grey_levels`:
+    (factor, shift = offset + 0.5); factor is a number when one map serves every slice
+    (add's scalar multiplier is 2-3x faster than addcmul on a CPU)."""
+    factor = scale.to(dtype)
+    shift = offset.to(dtype) + 0.5
+    return (factor.item() if factor.numel() == 1 else factor), shift
+
+
+def grey_levels(
+    x: torch.Tensor,
+    factor: float | torch.Tensor,
+    shift: torch.Tensor,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """8-bit grey levels floor(x * factor + shift) clipped to 0..255, the affine map rounded
+    once (a fused multiply-add), into `out` when given.
+
+    Clipping after the affine map is the same as clipping x to a window first (the map is
+    increasing and sends the window's ends to 0 and 255), so no full-size clipped copy is
+    made; the map is one fused pass, as each pass over a big volume costs memory bandwidth.
+    """
+    if isinstance(factor, float):
+        grey = torch.add(shift, x, alpha=factor, out=out)
+    else:
+        grey = torch.addcmul(shift, x, factor, out=out)
+    return grey.floor_().clamp_(0.0, 255.0)
 
 
 def quantize_grey(
     x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     """8-bit grey levels floor(x * scale + offset + 0.5) clipped to 0..255, as float (into
-    `out` when given, whose dtype is the arithmetic's; else float32).
-
-    Clipping after the affine map is the same as clipping x to a window first (the map is
-    increasing and sends the window's ends to 0 and 255), so no full-size clipped copy is made.
-    """
+    `out` when given, whose dtype is the arithmetic's; else float32). `scale` and `offset`
+    are (n, 1, 1), one map per slice, or (1, 1, 1), one for all (see `grey_levels`)."""
     dtype = out.dtype if out is not None else torch.float32
-    shift, factor = offset.to(dtype) + 0.5, scale.to(dtype)
-    # One fused pass for the affine map: each pass over a big volume costs memory bandwidth.
-    if out is not None:
-        grey = torch.addcmul(shift, x, factor, out=out)
-    else:
-        grey = torch.addcmul(shift, x.to(dtype), factor)
-    return grey.floor_().clamp_(0.0, 255.0)
+    factor, shift = grey_map(scale, offset, dtype)
+    return grey_levels(x if out is not None else x.to(dtype), factor, shift, out)
 
 
 def to_grey(

@@ -16,7 +16,8 @@ from medssl.platform.reduction.base import (
     greedy_keep,
     greedy_keep_reference,
     grey_affine,
-    quantize_grey,
+    grey_levels,
+    grey_map,
     to_grey,
 )
 from medssl.platform.registry import REDUCERS
@@ -26,7 +27,10 @@ Resample = Literal["lanczos", "box"]
 #: PIL stores resampling weights of 8-bit images as fixed-point numbers with this many
 #: fraction bits (32 - 8 - 2); rounding ours the same way keeps ties where PIL has them.
 _PRECISION_BITS = 22
-#: Voxels per chunk of slices hashed together (4 MiB of float32).
+#: float32 voxels per chunk of slices (4 MiB): a chunk is made 8-bit and goes through the
+#: first resize pass before the next one is read. Measured on the benchmark's two cores,
+#: chunks that fit one core's L2 cache (2 MiB) were not faster than 4-16 MiB ones: below
+#: that, the fixed cost of each operation on each chunk outweighs what the cache saves.
 _CHUNK_ELEMENTS = 1 << 20
 
 
@@ -77,34 +81,38 @@ def slice_dhash(
 ) -> torch.Tensor:
     """dHash bits (n, hash_size**2) of every slice of `volume` (n, H, W), in one pass.
 
-    With `scale` and `offset` ((n, 1, 1), from `grey_affine`) each slice is first made 8-bit
-    by `quantize_grey`; without them `volume` already holds grey levels 0..255. Each 8-bit
-    slice is resized to hash_size + 1 columns x hash_size rows by two matrix products
-    (columns first, rounded to 8 bits in between, as PIL does); bit (r, c) is
-    pixel (r, c + 1) > pixel (r, c), the direction `imagehash.dhash` uses, read row by row.
+    With `scale` and `offset` (from `grey_affine`) each slice is first made 8-bit as
+    `quantize_grey` does; without them `volume` already holds grey levels 0..255. Slices go
+    through in chunks, each made 8-bit and put through the first resize pass before the
+    next is read (no 8-bit copy of the whole volume). Each 8-bit slice is resized to
+    hash_size + 1 columns x hash_size rows as Pillow does, value for value (`_ResizePlan`);
+    bit (r, c) is pixel (r, c + 1) > pixel (r, c), the direction `imagehash.dhash` uses,
+    read row by row.
     """
     n, height, width = volume.shape
     device = volume.device
-    plan = _ResizePlan(height, width, (hash_size + 1, hash_size), resample, device)
-    # Chunks small enough to stay in cache between the 8-bit conversion and the product.
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, height * width))
-    buffer = None
-    if scale is not None and offset is not None:
-        # One buffer for every chunk's 8-bit copy: fresh allocations cost more than the maths.
-        buffer = torch.empty(min(chunk, n), height, width, dtype=plan.work, device=device)
-    bits = []
-    for start in range(0, n, chunk):
-        part = volume[start : start + chunk]
-        k = part.shape[0]
-        if buffer is not None:
-            part = quantize_grey(
-                part, scale[start : start + k], offset[start : start + k], buffer[:k]
-            )
-        small = plan(part.to(plan.work))
-        bits.append((small[:, :, 1:] > small[:, :, :-1]).reshape(k, -1))
-    if not bits:
+    if n == 0:
         return torch.zeros(0, hash_size * hash_size, dtype=torch.bool, device=device)
-    return torch.cat(bits)
+    if scale is None or offset is None:
+        scale = torch.ones(1, 1, 1, dtype=torch.float64, device=device)
+        offset = torch.zeros_like(scale)
+    factor, shift = grey_map(scale, offset)
+    plan = _resize_plan(height, width, (hash_size + 1, hash_size), resample, device)
+    chunk = min(n, max(1, _CHUNK_ELEMENTS // max(1, height * width)))
+    # Buffers reused by every chunk: fresh allocations cost more than the maths.
+    grey = torch.empty(chunk, height, width, device=device)
+    scratch = plan.scratch(chunk)
+    sums = plan.new_sums(n)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        # One map for every slice, or each slice's own ("slice" scaling).
+        chunk_factor = factor if isinstance(factor, float) else factor[start:stop]
+        chunk_shift = shift if shift.shape[0] == 1 else shift[start:stop]
+        part = volume[start:stop].to(grey.dtype)  # float32 arithmetic, as in `quantize_grey`
+        levels = grey_levels(part, chunk_factor, chunk_shift, grey[: stop - start])
+        plan.first_pass(levels, sums[start * plan.lines : stop * plan.lines], scratch)
+    small = plan.second_pass(sums, n)
+    return (small[:, :, 1:] > small[:, :, :-1]).reshape(n, -1)
 
 
 def columns_first(height: int, width: int, out_height: int, out_width: int) -> bool:
@@ -117,8 +125,35 @@ def columns_first(height: int, width: int, out_height: int, out_width: int) -> b
     return 2 * (width - out_width) >= height - out_height
 
 
+@functools.lru_cache(maxsize=16)
+def _resize_plan(
+    height: int, width: int, size: tuple[int, int], resample: Resample, device: torch.device
+) -> _ResizePlan:
+    return _ResizePlan(height, width, size, resample, device, int8=device.type == "cpu")
+
+
 class _ResizePlan:
-    """Both resize matrices of one slice shape, on one device, in Pillow's pass order."""
+    """Pillow's two resize passes for one slice shape on one device, in Pillow's order, in
+    exact arithmetic: the same 8-bit values as Pillow's integer code.
+
+    Pillow sums 8-bit pixels times integer weights k = `resize_weights` * 2**22 and rounds
+    each sum S to 8 bits as (S + 2**21) >> 22 after each pass. The sums here are exact, so
+    no tie is ever broken differently:
+    - first pass (every voxel), on a CPU: int8 x int8 -> int32 matrix products
+      (`torch._int_mm`; with the subtraction and the int8 copy, half the cost of an exact
+      float32 product on one 512 x 512 slice) of the centred grey levels x - 128
+      (-128..127) and the weights split into base-256 digits d (-128..127); the digit sums
+      p_d are recombined as p0 + 256 * (p1 + 256 * p2) in int32. Every intermediate is a
+      sum over a line of C pixels of (x - 128) times (k less its lower digits) / 256**j,
+      so in size at most 128 * sum|k| + C * 2**15 (the lower digits add at most 128.5 per
+      pixel): the plan uses int8 products only where that is below 2**31, i.e. every
+      partial sum is exact (for 512 px and Lanczos, sum|k| = 1.36 * 2**22: 2**29.4 + 2**24).
+      Elsewhere (a GPU, where TF32 would round, or wider lines): one float64 product,
+      exact since every partial sum is an integer below 2**53.
+    - second pass (9 or 8 values per line): float64 products of the 8-bit values and the
+      weights, multiples of 2**-22; every partial sum is a multiple of 2**-22 below
+      255 * sum|w| (< 2**9), i.e. at most 31 significant bits: exact.
+    """
 
     def __init__(
         self,
@@ -127,26 +162,78 @@ class _ResizePlan:
         size: tuple[int, int],
         resample: Resample,
         device: torch.device,
+        int8: bool,
     ) -> None:
-        # TF32 would round the weights to 10 bits on a GPU; float64 keeps Pillow's rounding.
-        self.work = torch.float64 if device.type == "cuda" else torch.float32
-        self.cols = resize_weights(width, size[0], resample).to(device).T  # (W, out_w)
-        self.rows = resize_weights(height, size[1], resample).to(device)  # (out_h, H)
+        """`int8`: use int8 products for the first pass where they are exact."""
         self.columns_first = columns_first(height, width, size[1], size[0])
+        cols = resize_weights(width, size[0], resample)  # (out_w, W)
+        rows = resize_weights(height, size[1], resample)  # (out_h, H)
+        first, second = (cols, rows) if self.columns_first else (rows, cols)
+        # The first pass contracts the last axis of each slice (transposed when rows go first).
+        self.lines, self.out1 = (height, size[0]) if self.columns_first else (width, size[1])
+        integers = first * 2.0**_PRECISION_BITS  # Pillow's integer weights, (out1, C)
+        self.first_t = integers.T.contiguous().to(device)
+        self.second = second.to(device)  # (out2, lines)
+        # Centred levels: x @ k = (x - 128) @ k + 128 * sum(k); 2**21 rounds to nearest.
+        self.bias = (128.0 * integers.sum(dim=1) + 2.0 ** (_PRECISION_BITS - 1)).to(device)
+        largest = 128 * integers.abs().sum(dim=1).max() + integers.shape[1] * 2**15
+        exact_in_int32 = bool(largest < 2**31)
+        self.digits = _byte_digits(integers).to(device) if int8 and exact_in_int32 else None
 
-    def __call__(self, grey: torch.Tensor) -> torch.Tensor:
-        """(k, H, W) grey levels -> (k, out_h, out_w) float64 holding 8-bit values."""
-        k, height, width = grey.shape
-        if self.columns_first:
-            across = _round_to_byte(
-                (grey.reshape(k * height, width) @ self.cols.to(self.work)).double()
+    def new_sums(self, n: int) -> torch.Tensor:
+        """Room for the first-pass sums of n slices: int32 digit sums or float64 sums."""
+        if self.digits is None:
+            return torch.empty(
+                n * self.lines, self.out1, dtype=torch.float64, device=self.first_t.device
             )
-            # (H, k * out_w): one matrix product for the rows of all slices, not k tiny ones.
-            stacked = across.view(k, height, -1).transpose(0, 1).reshape(height, -1)
-            small = (self.rows @ stacked).view(self.rows.shape[0], k, -1).transpose(0, 1)
-            return _round_to_byte(small)
-        down = _round_to_byte((self.rows.to(self.work) @ grey).double())
-        return _round_to_byte(down @ self.cols)
+        return torch.empty(
+            n * self.lines, self.digits.shape[1], dtype=torch.int32, device=self.digits.device
+        )
+
+    def scratch(self, slices: int) -> torch.Tensor | None:
+        """The int8 copy of up to `slices` slices' centred levels (a CPU only)."""
+        if self.digits is None:
+            return None
+        return torch.empty(slices * self.lines, self.digits.shape[0], dtype=torch.int8)
+
+    def first_pass(
+        self, grey: torch.Tensor, out: torch.Tensor, signed: torch.Tensor | None
+    ) -> None:
+        """The pass over every voxel: (k, H, W) float32 grey levels 0..255 (overwritten) ->
+        the exact sums of each line (k * lines rows of `new_sums`) in `out`."""
+        if not self.columns_first:
+            grey = grey.transpose(1, 2)
+        lines = grey.reshape(-1, grey.shape[-1]).sub_(128.0)  # centred: the int8 range
+        if self.digits is None or signed is None:
+            torch.mm(lines.double(), self.first_t, out=out)
+        else:
+            signed = signed[: lines.shape[0]].copy_(lines)
+            torch._int_mm(signed, self.digits, out=out)
+
+    def second_pass(self, sums: torch.Tensor, n: int) -> torch.Tensor:
+        """First-pass sums of n slices -> (n, out_h, out_w) float64 holding Pillow's 8-bit
+        values: rounded to 8 bits, then the other axis resized and rounded."""
+        if self.digits is not None:
+            digit = sums.split(self.out1, dim=1)
+            total = digit[-1]
+            for lower in reversed(digit[:-1]):
+                total = torch.add(lower, total, alpha=256)
+            sums = total.double()
+        across = sums.add_(self.bias).mul_(2.0**-_PRECISION_BITS).floor_().clamp_(0.0, 255.0)
+        small = _round_to_byte(self.second @ across.view(n, self.lines, -1))  # (n, out2, out1)
+        return small if self.columns_first else small.transpose(1, 2)
+
+
+def _byte_digits(integers: torch.Tensor) -> torch.Tensor:
+    """Integer weights (out, C) as base-256 digits -128..127, least significant first:
+    (C, D * out) int8, digit d of output j in column d * out + j."""
+    rest = integers.round().long()
+    digits: list[torch.Tensor] = []
+    while not digits or bool(rest.any()):
+        digit = torch.remainder(rest + 128, 256) - 128
+        digits.append(digit)
+        rest = torch.div(rest - digit, 256, rounding_mode="floor")
+    return torch.cat(digits).T.contiguous().to(torch.int8)
 
 
 def resize_grey(
@@ -154,8 +241,11 @@ def resize_grey(
 ) -> torch.Tensor:
     """8-bit slices (n, H, W) resized to `size` = (width, height) as Pillow's `Image.resize`
     does for 8-bit images: (n, height, width) float64 holding integers 0..255."""
-    plan = _ResizePlan(grey.shape[1], grey.shape[2], size, resample, grey.device)
-    return plan(grey.to(plan.work))
+    n = grey.shape[0]
+    plan = _resize_plan(grey.shape[1], grey.shape[2], size, resample, grey.device)
+    sums = plan.new_sums(n)
+    plan.first_pass(grey.to(torch.float32, copy=True), sums, plan.scratch(n))
+    return plan.second_pass(sums, n)
 
 
 def hamming_matrix(bits: torch.Tensor) -> torch.Tensor:
