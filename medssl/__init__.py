@@ -9,7 +9,13 @@ The Python API mirrors the `medssl` command:
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# OpenMP threads that spin while waiting for work (the default) turn a 2-core machine shared with
+# one other job into a crawl: the demo's pretraining step took 2.6 s instead of 0.25 s that way.
+# Passive waiting must be chosen before torch loads its OpenMP runtime; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 __all__ = [
