@@ -15,7 +15,8 @@ from medssl.platform.batch import Batch
 from medssl.platform.encoders.ts2vec import TS2VecEncoder
 from medssl.platform.engine.pretrain import PretrainModule, optimizer_groups
 from medssl.platform.errors import ConfigError
-from medssl.platform.methods.autotcl import AutoTCL, hard_concrete
+from medssl.platform.methods.autotcl import AutoTCL
+from medssl.platform.methods.autotcl_augmenter import hard_concrete
 from medssl.platform.registry import METHODS
 
 SMALL = {"augmenter_hidden_dim": 8, "augmenter_embed_dim": 4, "augmenter_depth": 1}
