@@ -27,6 +27,7 @@ from medssl.platform.methods.autotcl_augmenter import (
     free_channels,
     hard_concrete,
 )
+from medssl.platform.methods.autotcl_monitor import keep_statistics
 from medssl.platform.methods.ts2vec import (
     AveragedEncoderMethod,
     averaged_copy,
@@ -36,6 +37,12 @@ from medssl.platform.methods.ts2vec import (
     validate_method_config,
 )
 from medssl.platform.registry import METHODS
+
+
+def _dense(encoder: Encoder, x: torch.Tensor) -> torch.Tensor:
+    dense = encoder(x, dense=True).dense
+    assert dense is not None
+    return dense
 
 
 @METHODS.register("autotcl")
@@ -59,6 +66,10 @@ class AutoTCL(AveragedEncoderMethod):
     everything cost more than any view that meets the constraint. The default 10 (the authors'
     1e-3 collapsed to the identity within 10 steps) was chosen over 20 on ETTh2's validation
     months; both keep the view away from the identity there.
+
+    With that constraint p can still saturate at 0 or 1, where the mask is no longer random:
+    a fixed crop, or a channel no view shows. Each augmenter step's keep statistics are logged
+    and kept (`training_record`) for the collapse rule of `autotcl_monitor.keep_collapse`.
     Both terms are summed into `loss`, but each reaches only its own parameters, and
     `parameter_groups()` gives the augmenter its own AdamW lr and weight decay, so one engine
     optimiser step is an encoder step plus (on those iterations) an augmenter step. The
@@ -73,8 +84,9 @@ class AutoTCL(AveragedEncoderMethod):
         >>> from medssl.platform.encoders.ts2vec import TS2VecEncoder
         >>> enc = TS2VecEncoder(spatial_dims=1, in_channels=1, output_dim=8, depth=1)
         >>> method = AutoTCL(enc, {"augmenter_depth": 1})
-        >>> sorted(method(Batch(x=torch.randn(4, 1, 64))))[:3]
-        ['augmenter_loss', 'embedding_std', 'encoder_loss']
+        >>> out = method(Batch(x=torch.randn(4, 1, 64)))
+        >>> [k for k in sorted(out) if k.endswith("loss")]
+        ['augmenter_loss', 'encoder_loss', 'loss']
     """
 
     name: ClassVar[str] = "autotcl"
@@ -125,6 +137,8 @@ class AutoTCL(AveragedEncoderMethod):
         require_sequence_encoder(self.name, encoder)
         cfg = self.config
         free = free_channels(encoder.in_channels, cfg.fixed_channels)
+        #: The input channel of each row of the keep probabilities (a shared row: all of them).
+        self.keep_rows = free
         #: The channels the augmenter transforms, or None for all of them.
         self.free_channels: torch.Tensor | None
         if len(free) < encoder.in_channels:
@@ -142,6 +156,13 @@ class AutoTCL(AveragedEncoderMethod):
         self.swa_encoder = averaged_copy(encoder) if cfg.swa else None
         #: Optimiser steps taken; set by `after_optimizer_step`, picks augmenter iterations.
         self.iteration = 0
+        self._record: dict[str, Any] | None = None
+
+    def training_record(self) -> dict[str, Any] | None:
+        """The keep statistics of the last augmenter step (`keep_statistics`, with that
+        iteration as `step`), once; None when no augmenter step ran since the last call."""
+        record, self._record = self._record, None
+        return record
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Encoder (engine lr and weight decay) and augmenter (its own) AdamW groups."""
@@ -218,38 +239,52 @@ class AutoTCL(AveragedEncoderMethod):
         lengths = series_steps(x).sum(dim=1)
         return crop_rows(x, random_starts(lengths, limit), limit)
 
-    def augmenter_loss(self, x: torch.Tensor, steps: torch.Tensor) -> dict[str, torch.Tensor]:
-        """L_aug and its terms; gradients reach the augmenter only (encoder frozen, eval)."""
-        cfg = self.config
+    def _pooled_pair(
+        self, x: torch.Tensor, steps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """maxpool f(x) (no gradient), maxpool f(v) of a sampled view v (gradient to the
+        augmenter only) and the view's keep probabilities; f is the encoder, frozen and in
+        eval mode for this pass."""
         frozen = {name: p.detach() for name, p in self.encoder.named_parameters()}
         was_training = self.encoder.training
         self.encoder.eval()
         try:
             with torch.no_grad():
-                z_x = masked_max_pool(self._sequence(x), steps)
+                z_x = masked_max_pool(_dense(self.encoder, x), steps)
             view, keep, _ = self.augment(x, sample=True)
             out = functional_call(self.encoder, frozen, (view,), {"dense": True})
             assert out.dense is not None
             z_v = masked_max_pool(out.dense, steps)
         finally:
             self.encoder.train(was_training)
+        return z_x, z_v, keep
+
+    def augmenter_loss(self, x: torch.Tensor, steps: torch.Tensor) -> dict[str, torch.Tensor]:
+        """L_aug and its terms, and the keep statistics of this step (logged, and kept for
+        `training_record`); gradients reach the augmenter only."""
+        cfg = self.config
+        z_x, z_v, keep = self._pooled_pair(x, steps)
         mmd = gaussian_mmd(z_x, z_v, kernel_mul=cfg.mmd_kernel_mul, kernel_num=cfg.mmd_kernel_num)
         sparsity = keep_sparsity(keep, cfg.keep_threshold, steps)
         smoothness = temporal_smoothness(keep, steps)
         total = mmd + cfg.sparsity_weight * sparsity + cfg.smoothness_weight * smoothness
-        return {"augmenter_loss": total, "mmd": mmd, "keep_probability": keep.detach().mean()}
-
-    def _sequence(self, x: torch.Tensor) -> torch.Tensor:
-        dense = self.encoder(x, dense=True).dense
-        assert dense is not None
-        return dense
+        out = {"mmd": mmd, "keep_probability": keep.detach().mean()}
+        stats = keep_statistics(keep, steps, self.keep_rows, x.shape[1])
+        self._record = {"step": self.iteration, **stats}
+        logged = {
+            "keep_entropy": stats["entropy"],
+            "undecided_fraction": stats["undecided"],
+            "channel_keep_min": min(stats["channel_keep"]),
+        }
+        out.update({k: torch.tensor(v, device=keep.device) for k, v in logged.items()})
+        return {"augmenter_loss": total, **{k: v.detach() for k, v in out.items()}}
 
     def encoder_loss(self, x: torch.Tensor, steps: torch.Tensor) -> dict[str, torch.Tensor]:
         """L_enc on a fresh view, held fixed (no gradient to the augmenter)."""
         cfg = self.config
         with torch.no_grad():
             view, _, mask = self.augment(x, sample=self.training)
-        s_x, s_v = self._sequence(x), self._sequence(view)
+        s_x, s_v = _dense(self.encoder, x), _dense(self.encoder, view)
         z_x, z_v = masked_max_pool(s_x, steps), masked_max_pool(s_v, steps)
         # Step-wise terms need a range every series covers.
         common = int(steps.sum(dim=1).min())
@@ -281,6 +316,10 @@ class AutoTCL(AveragedEncoderMethod):
             out.update(self.augmenter_loss(x, steps))
             loss = loss + out["augmenter_loss"]
         return {"loss": loss, **out}
+
+    def before_first_step(self, step: int) -> None:
+        """A resumed fit goes on counting from its checkpoint's step."""
+        self.iteration = step
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int, max_steps: int) -> None:

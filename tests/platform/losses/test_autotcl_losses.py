@@ -1,5 +1,6 @@
 """AutoTCL's losses against slow loop references (float64): multi-kernel MMD, keep-probability
-sparsity, temporal smoothness (with padding masks), cross-view InfoNCE, local-window InfoNCE."""
+sparsity, temporal smoothness (with padding masks), binary entropy, cross-view InfoNCE,
+local-window InfoNCE."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from medssl.platform.losses.autotcl import (
+    binary_entropy,
     cross_view_info_nce,
     gaussian_mmd,
     keep_sparsity,
@@ -90,6 +92,21 @@ def test_temporal_smoothness_matches_loops_with_and_without_padding() -> None:
         assert float(temporal_smoothness(p, mask)) == pytest.approx(sum(diffs) / len(diffs))
     assert float(temporal_smoothness(torch.ones(2, 3, 6))) == 0.0
     assert float(temporal_smoothness(torch.rand(2, 3, 1))) == 0.0
+
+
+def _entropy_bits(q: float) -> float:
+    q = min(max(q, 1e-6), 1 - 1e-6)
+    return -(q * math.log2(q) + (1 - q) * math.log2(1 - q))
+
+
+def test_binary_entropy_gradient_stays_finite_and_raises_p_towards_one_half() -> None:
+    p = torch.tensor([0.0, 0.02, 0.3, 0.5, 0.9, 1.0], requires_grad=True)
+    expected = [_entropy_bits(float(q)) for q in p.detach()]
+    assert binary_entropy(p.detach().double()).tolist() == pytest.approx(expected, abs=1e-12)
+    binary_entropy(p).sum().backward()
+    assert p.grad is not None and torch.isfinite(p.grad).all()
+    assert p.grad[1] > 0 and p.grad[2] > 0 and p.grad[4] < 0
+    assert float(p.grad[3]) == pytest.approx(0.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("tau", [1.0, 0.5])

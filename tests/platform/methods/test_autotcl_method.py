@@ -1,6 +1,7 @@
 """AutoTCL: the hard-concrete sampler's statistics against closed forms and a quadrature of its
 defining formula, the augmented view, gradient isolation between encoder and augmenter,
-alternating updates through the engine's parameter groups, the SWA encoder, tsai encoders."""
+alternating updates through the engine's parameter groups, the SWA encoder, tsai encoders, and
+the keep records of the augmenter steps, also across a resumed fit."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ import pytest
 import torch
 
 from medssl.platform.batch import Batch
+from medssl.platform.config import TrainerConfig
+from medssl.platform.encoders import build_encoder
 from medssl.platform.encoders.ts2vec import TS2VecEncoder
 from medssl.platform.engine.pretrain import PretrainModule, optimizer_groups
+from medssl.platform.engine.records import RECORDS_FILE, TrainingRecords, read_records
+from medssl.platform.engine.trainer import build_trainer, last_checkpoint
 from medssl.platform.errors import ConfigError
 from medssl.platform.methods.autotcl import AutoTCL
 from medssl.platform.methods.autotcl_augmenter import hard_concrete
@@ -286,8 +291,6 @@ def test_trains_in_the_engine_with_two_parameter_groups(tmp_path: Path) -> None:
 
 def test_works_with_a_tsai_encoder() -> None:
     pytest.importorskip("tsai", reason="the tsai backbones need the timeseries extra")
-    from medssl.platform.encoders import build_encoder
-
     torch.manual_seed(0)
     encoder = build_encoder("resnet_plus", spatial_dims=1, in_channels=2, nf=4)
     method = AutoTCL(encoder, SMALL)
@@ -332,3 +335,56 @@ def test_the_augmenter_does_not_collapse_to_the_identity() -> None:
     # Above 2 * kernel_num / (1 - threshold) the hinge holds the constraint itself.
     strict = _train(30, sparsity_weight=20.0)
     assert strict["keep_probability"] < 0.5 and strict["kept_fraction"] < 0.5
+
+
+def test_each_augmenter_step_leaves_one_record() -> None:
+    method = _method(ratio_step=2, fixed_channels=[0])
+    optimizer = torch.optim.AdamW(optimizer_groups(method), lr=1e-3)
+    batch = Batch(x=_x())
+    assert method.training_record() is None
+    records = []
+    for step in range(4):
+        _step(method, optimizer, batch, step)
+        records.append(method.training_record())
+        assert method.training_record() is None  # handed out once
+    assert [r is None for r in records] == [False, True, False, True]
+    first = records[0]
+    assert first is not None and first["step"] == 0 and records[2]["step"] == 2  # type: ignore[index]
+    assert set(first) == {"step", "keep", "entropy", "undecided", "channel_keep"}
+    assert first["channel_keep"][0] == 1.0 and 0.0 < first["channel_keep"][1] < 1.0
+
+
+def _fit(folder: Path, method: AutoTCL, max_steps: int, resume: Path | None = None) -> None:
+    loader = torch.utils.data.DataLoader([{"x": row} for row in _x(8)], batch_size=4)
+    module = PretrainModule(method, lr=1e-3, weight_decay=0.01, total_steps=4)
+    trainer = build_trainer(
+        TrainerConfig(progress_bar=False),
+        root_dir=folder,
+        label="test",
+        max_epochs=2,
+        max_steps=max_steps,
+        checkpoint_every_n_steps=2,
+        extra_callbacks=[TrainingRecords(folder / RECORDS_FILE)],
+    )
+    trainer.fit(module, loader, ckpt_path=resume)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize(("ratio_step", "augmenter_steps"), [(1, [0, 1, 2, 3]), (3, [0, 3])])
+def test_a_resumed_fit_keeps_the_records(
+    tmp_path: Path, ratio_step: int, augmenter_steps: list[int]
+) -> None:
+    _fit(tmp_path / "straight", _method(ratio_step=ratio_step), max_steps=4)
+    _fit(tmp_path / "run", _method(ratio_step=ratio_step), max_steps=2)
+    checkpoint = last_checkpoint(tmp_path / "run")
+    assert checkpoint is not None
+    before = [s for s in augmenter_steps if s < 2]
+    assert [r["step"] for r in read_records(tmp_path / "run" / RECORDS_FILE)] == before
+    _fit(tmp_path / "run", _method(ratio_step=ratio_step), max_steps=4, resume=checkpoint)
+    # The records go on from the checkpoint's (and so does the augmenter's step count).
+    records = read_records(tmp_path / "run" / RECORDS_FILE)
+    expected = read_records(tmp_path / "straight" / RECORDS_FILE)
+    assert [r["step"] for r in records] == [r["step"] for r in expected] == augmenter_steps
+    for got, want in zip(records, expected, strict=True):
+        assert got["channel_keep"] == pytest.approx(want["channel_keep"], abs=1e-6)
+        assert got["keep"] == pytest.approx(want["keep"], abs=1e-6)
