@@ -308,6 +308,9 @@ def test_autotcl_trains_a_tsai_backbone_on_coffee_and_reports_its_augmenter(
             "encoder.name=inception_time_plus",
             "encoder.kwargs={nf: 4, depth: 3}",
             "pretrain.method.augmenter_depth=1",
+            "pretrain.method.entropy_floor=0.5",
+            "pretrain.method.min_channel_keep=0.1",
+            "pretrain.method.mmd_reference=fresh",
             "pretrain.max_steps=3",
             "pretrain.batch_size=4",
             "probe.inits=[pretrained]",
@@ -318,6 +321,7 @@ def test_autotcl_trains_a_tsai_backbone_on_coffee_and_reports_its_augmenter(
     coffee = tmp_path / "run" / "Coffee"
     card = json.loads((coffee / "pretrain" / "model.json").read_text())
     assert card["architecture"]["encoder"] == "inception_time_plus"
+    assert card["method"]["mmd_reference"] == "fresh" and card["method"]["entropy_floor"] == 0.5
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     accuracy = [r["value"] for r in saved["results"] if r["metric"] == "accuracy"]
     assert len(accuracy) == 1 and 0.0 <= accuracy[0] <= 1.0
@@ -333,4 +337,5 @@ def test_autotcl_trains_a_tsai_backbone_on_coffee_and_reports_its_augmenter(
     assert "plots/augmenter_keep.png" in own["plots"]
     assert "Augmenter (pretrain): mean keep probability" in (coffee / "report.md").read_text()
     assert saved["per_dataset"]["Coffee"]["augmenter"]["pretrain"] == verdict
-    assert "AutoTCL augmenter at the end of pretraining" in (tmp_path / "run" / "report.md").read_text()
+    collection = (tmp_path / "run" / "report.md").read_text()
+    assert "AutoTCL augmenter at the end of pretraining" in collection

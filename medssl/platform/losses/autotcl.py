@@ -1,6 +1,7 @@
 """AutoTCL's losses: the encoder's global and local-window InfoNCE, and the augmenter's
-multi-kernel MMD, keep-probability sparsity and temporal smoothness terms, and the binary
-entropy and per-channel rate of the keep probability."""
+multi-kernel MMD, keep-probability sparsity and temporal smoothness terms, and two penalties
+against a keep probability that saturates into a fixed mask (an entropy floor, a minimum keep
+rate per channel)."""
 
 from __future__ import annotations
 
@@ -127,6 +128,29 @@ def binary_entropy(p: torch.Tensor) -> torch.Tensor:
     return -(q * torch.log2(q) + (1 - q) * torch.log2(1 - q))
 
 
+def keep_entropy_floor(
+    keep_probability: torch.Tensor, floor: float, steps: torch.Tensor | None = None
+) -> torch.Tensor:
+    """relu(floor - mean H(p)): zero while the keep probabilities p are undecided enough on
+    average (mean binary entropy, in bits, at least `floor`), growing as they saturate towards
+    a fixed mask (p at 0 or 1, where the hard-concrete mask stops being random).
+
+    Args:
+        keep_probability: (B, C, T) keep probabilities p in [0, 1].
+        floor: the least mean entropy in bits, in [0, 1] (0: never active).
+        steps: optional (B, T) bool; only these steps enter the mean (padding excluded).
+
+    Example:
+        >>> float(keep_entropy_floor(torch.full((2, 1, 4), 0.5), 0.6))
+        0.0
+    """
+    _check_keep(keep_probability)
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"floor is in bits and must be in [0, 1], got {floor}")
+    weight = None if steps is None else steps[:, None, :]
+    return F.relu(floor - _masked_mean(binary_entropy(keep_probability), weight))
+
+
 def channel_keep_rate(
     keep_probability: torch.Tensor, steps: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -137,6 +161,23 @@ def channel_keep_rate(
         return keep_probability.mean(dim=(0, 2))
     weight = steps[:, None, :].to(keep_probability.dtype).expand_as(keep_probability)
     return (keep_probability * weight).sum(dim=(0, 2)) / weight.sum(dim=(0, 2)).clamp_min(1.0)
+
+
+def channel_keep_floor(
+    keep_probability: torch.Tensor, minimum: float, steps: torch.Tensor | None = None
+) -> torch.Tensor:
+    """sum_c relu(minimum - mean_{b, t} p[b, c, t]): each channel whose mean keep probability
+    (`channel_keep_rate`) falls below `minimum` adds its shortfall, so no channel can be
+    dropped from every view while the sparsity term only bounds the mean over channels.
+
+    Example:
+        >>> p = torch.tensor([[[0.3, 0.5], [0.0, 0.1]]])
+        >>> round(float(channel_keep_floor(p, 0.2)), 4)
+        0.15
+    """
+    if not 0.0 <= minimum <= 1.0:
+        raise ValueError(f"minimum must be in [0, 1], got {minimum}")
+    return F.relu(minimum - channel_keep_rate(keep_probability, steps)).sum()
 
 
 def cross_view_info_nce(

@@ -8,15 +8,18 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from torch.func import functional_call
 
 from medssl.platform.batch import Batch
 from medssl.platform.encoders.base import Encoder
+from medssl.platform.encoders.factory import architecture_of, encoder_from_architecture
 from medssl.platform.encoders.ts2vec import masked_max_pool, series_steps
 from medssl.platform.losses.autotcl import (
+    channel_keep_floor,
     cross_view_info_nce,
     gaussian_mmd,
+    keep_entropy_floor,
     keep_sparsity,
     local_window_info_nce,
     temporal_smoothness,
@@ -37,6 +40,17 @@ from medssl.platform.methods.ts2vec import (
     validate_method_config,
 )
 from medssl.platform.registry import METHODS
+
+
+def fresh_reference(encoder: Encoder) -> Encoder:
+    """A frozen encoder of `encoder`'s architecture, initialised from torch's seed
+    (`torch.initial_seed()`, which a run sets from its `seed` before each pretraining phase)
+    without moving the global random stream: the same seed gives the same weights, and in a
+    run's first phase they are the weights the trained encoder started from."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(torch.initial_seed())
+        reference = encoder_from_architecture(architecture_of(encoder))
+    return reference.requires_grad_(False).eval()
 
 
 def _dense(encoder: Encoder, x: torch.Tensor) -> torch.Tensor:
@@ -68,8 +82,19 @@ class AutoTCL(AveragedEncoderMethod):
     months; both keep the view away from the identity there.
 
     With that constraint p can still saturate at 0 or 1, where the mask is no longer random:
-    a fixed crop, or a channel no view shows. Each augmenter step's keep statistics are logged
-    and kept (`training_record`) for the collapse rule of `autotcl_monitor.keep_collapse`.
+    a fixed crop, or a channel no view shows (`autotcl_monitor.keep_collapse`). Three options
+    act against it, all off by default: an entropy floor,
+        + entropy_weight * relu(entropy_floor - mean H(p))      (H in bits),
+    a minimum keep rate per channel,
+        + channel_keep_weight * sum_c relu(min_channel_keep - mean_{b, t} p[b, c, t]),
+    and `mmd_reference: fresh`: the MMD compares embeddings of a frozen encoder at a random
+    initialisation (`fresh_reference`), not of the encoder being trained, which can learn to
+    ignore what the views always drop and so make dropping it cost nothing. An entropy floor
+    rather than a Beta prior on p: the hinge is zero while the mask is random enough, so it
+    leaves a healthy augmenter's objective alone, and it is bounded (entropy_weight *
+    entropy_floor), so it weighs against the MMD (at most 2 * kernel_num) as the sparsity hinge
+    does; a Beta(a, b) prior pulls every cell towards its mode at every step, and its -log p
+    has no bound.
     Both terms are summed into `loss`, but each reaches only its own parameters, and
     `parameter_groups()` gives the augmenter its own AdamW lr and weight decay, so one engine
     optimiser step is an encoder step plus (on those iterations) an augmenter step. The
@@ -121,6 +146,16 @@ class AutoTCL(AveragedEncoderMethod):
         sparsity_weight: float = Field(10.0, ge=0.0)
         keep_threshold: float = Field(0.4, ge=0.0, le=1.0)
         smoothness_weight: float = Field(1e-3, ge=0.0)
+        # Against a p that saturates into a fixed mask (0: off): a hinge when the mean binary
+        # entropy of p (bits) falls below entropy_floor, and one for each channel whose mean p
+        # falls below min_channel_keep. See the class docstring.
+        entropy_floor: float = Field(0.0, ge=0.0, le=1.0)
+        entropy_weight: float = Field(10.0, ge=0.0)
+        min_channel_keep: float = Field(0.0, ge=0.0, le=1.0)
+        channel_keep_weight: float = Field(10.0, ge=0.0)
+        # Whose embeddings the MMD compares: the encoder being trained, or a frozen one at a
+        # random initialisation drawn from the seed (`fresh_reference`).
+        mmd_reference: Literal["current", "fresh"] = "current"
         mmd_kernel_num: int = Field(5, ge=1)
         mmd_kernel_mul: float = Field(2.0, gt=0.0)
         mask_temperature: float = Field(1.0, gt=0.0)
@@ -130,6 +165,18 @@ class AutoTCL(AveragedEncoderMethod):
         hard_mask: bool = True
         max_length: int = Field(3000, ge=2)
         swa: bool = True
+
+        @field_validator("min_channel_keep")
+        @classmethod
+        def _within_the_sparsity_bound(cls, value: float, info: ValidationInfo) -> float:
+            threshold = info.data.get("keep_threshold")
+            if threshold is not None and value > threshold:
+                raise ValueError(
+                    f"{value} is above keep_threshold {threshold}: the mean keep probability "
+                    "cannot stay below keep_threshold while every channel keeps more; set it "
+                    "at most keep_threshold"
+                )
+            return value
 
     def __init__(self, encoder: Encoder, config: AutoTCL.Config | dict[str, Any] | None = None):
         super().__init__(encoder)
@@ -154,9 +201,18 @@ class AutoTCL(AveragedEncoderMethod):
             out_channels=len(free),
         )
         self.swa_encoder = averaged_copy(encoder) if cfg.swa else None
+        #: `mmd_reference: fresh`: the frozen encoder the MMD compares in (saved with the
+        #: method's state, so a resumed run compares in the same one).
+        self.reference_encoder = fresh_reference(encoder) if cfg.mmd_reference == "fresh" else None
         #: Optimiser steps taken; set by `after_optimizer_step`, picks augmenter iterations.
         self.iteration = 0
         self._record: dict[str, Any] | None = None
+
+    def train(self, mode: bool = True) -> AutoTCL:
+        super().train(mode)
+        if self.reference_encoder is not None:
+            self.reference_encoder.eval()  # frozen: its batch-norm statistics must not move
+        return self
 
     def training_record(self) -> dict[str, Any] | None:
         """The keep statistics of the last augmenter step (`keep_statistics`, with that
@@ -243,8 +299,14 @@ class AutoTCL(AveragedEncoderMethod):
         self, x: torch.Tensor, steps: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """maxpool f(x) (no gradient), maxpool f(v) of a sampled view v (gradient to the
-        augmenter only) and the view's keep probabilities; f is the encoder, frozen and in
-        eval mode for this pass."""
+        augmenter only) and the view's keep probabilities; f is the fresh reference encoder,
+        or the current one, frozen and in eval mode for this pass."""
+        reference = self.reference_encoder
+        if reference is not None:
+            with torch.no_grad():
+                z_x = masked_max_pool(_dense(reference, x), steps)
+            view, keep, _ = self.augment(x, sample=True)
+            return z_x, masked_max_pool(_dense(reference, view), steps), keep
         frozen = {name: p.detach() for name, p in self.encoder.named_parameters()}
         was_training = self.encoder.training
         self.encoder.eval()
@@ -269,6 +331,12 @@ class AutoTCL(AveragedEncoderMethod):
         smoothness = temporal_smoothness(keep, steps)
         total = mmd + cfg.sparsity_weight * sparsity + cfg.smoothness_weight * smoothness
         out = {"mmd": mmd, "keep_probability": keep.detach().mean()}
+        if cfg.entropy_floor > 0:
+            out["entropy_penalty"] = keep_entropy_floor(keep, cfg.entropy_floor, steps)
+            total = total + cfg.entropy_weight * out["entropy_penalty"]
+        if cfg.min_channel_keep > 0:
+            out["channel_keep_penalty"] = channel_keep_floor(keep, cfg.min_channel_keep, steps)
+            total = total + cfg.channel_keep_weight * out["channel_keep_penalty"]
         stats = keep_statistics(keep, steps, self.keep_rows, x.shape[1])
         self._record = {"step": self.iteration, **stats}
         logged = {
