@@ -95,6 +95,7 @@ class AutoTCL(AveragedEncoderMethod):
     entropy_floor), so it weighs against the MMD (at most 2 * kernel_num) as the sparsity hinge
     does; a Beta(a, b) prior pulls every cell towards its mode at every step, and its -log p
     has no bound.
+
     Both terms are summed into `loss`, but each reaches only its own parameters, and
     `parameter_groups()` gives the augmenter its own AdamW lr and weight decay, so one engine
     optimiser step is an encoder step plus (on those iterations) an augmenter step. The

@@ -65,6 +65,9 @@ def keep_collapse(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     order): the augmenter has collapsed when, averaged over the last `END_FRACTION` of the
     records, fewer than `MIN_UNDECIDED` of the cells are undecided (the mask is fixed), or a
     channel's mean p is at most `DROPPED` (p = 0 throughout: the views never show it).
+    The rule reads p as the keep rate, as with the noise on the logit (`mask_noise: logit`);
+    with `mask_noise: probability` a step is kept with a probability of 0.48-0.71 whatever p
+    is, so a p at 0 or 1 does not fix the mask there.
 
     Returns `collapsed`, `reasons` (one sentence each), the end averages `keep`, `entropy`,
     `undecided`, `channel_keep` and `channel_min` (their smallest), `channel_lowest` (each
