@@ -111,13 +111,18 @@ def augmenter(
     ] = True,
 ) -> None:
     """What an AutoTCL run's learned augmenter keeps of each input channel: its mean keep
-    probability and scale over the training series (0 = the views never show that channel)."""
-    from medssl.pipelines.augmenter import augmenter_channels
+    probability and scale over the training series (0 = the views never show that channel),
+    and whether its keep probability collapsed into a fixed mask during training."""
+    from medssl.pipelines.augmenter import augmenter_channels, verdict_text
 
     for run in runs:
         target = run / "plots" / "augmenter.png" if plot else None
         rows = _guard(augmenter_channels, run, target)
-        print(f"{run}\n  {'channel':<8}{'name':<16}{'keep':>8}{'scale':>8}")
+        print(run)
+        verdict = verdict_text(run)
+        if verdict is not None:
+            print(f"  during training: {verdict}")
+        print(f"  {'channel':<8}{'name':<16}{'keep':>8}{'scale':>8}")
         for row in rows:
             print(f"  {row['channel']:<8}{row['name']:<16}{row['keep']:>8.3f}{row['scale']:>8.3f}")
         if target is not None:

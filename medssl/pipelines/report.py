@@ -14,6 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from medssl.pipelines.augmenter import (
+    augmenter_summaries,
+    augmenter_table,
+    plot_augmenter_records,
+    verdict_line,
+)
 from medssl.pipelines.splits import HOLDOUT_SPLITS
 from medssl.platform.engine.trainer import launch_world
 from medssl.platform.io import atomic_write_json, atomic_write_text, save_figure
@@ -62,6 +68,7 @@ def write_report(ctx: RunContext, *, seconds: float, write: bool = True) -> dict
             logs = sorted((folder / "logs").glob("attempt*/csv/metrics.csv"))
             if plot_loss_curve(logs, plots / name):
                 made.append(f"plots/{name}")
+        made += plot_augmenter_records(ctx.run_dir, plots)
         made += plot_label_efficiency(results, plots)
         made += plot_joint_space(results, plots)
         if (ctx.run_dir / "reduce" / "reduction.png").is_file():
@@ -74,7 +81,8 @@ def write_report(ctx: RunContext, *, seconds: float, write: bool = True) -> dict
 
 
 def work_done(run_dir: Path) -> dict[str, Any]:
-    """What the reduce and pretrain stages of this run did: kept slices, steps and seconds."""
+    """What the reduce and pretrain stages of this run did: kept slices, steps and seconds,
+    and where AutoTCL pretrained, whether its augmenter collapsed (`augmenter_summaries`)."""
     out: dict[str, Any] = {}
     kept = run_dir / "reduce" / "kept.json"
     if kept.is_file():
@@ -83,6 +91,9 @@ def work_done(run_dir: Path) -> dict[str, Any]:
     if card.is_file():
         saved = json.loads(card.read_text())
         out["pretraining"] = {k: saved[k] for k in ("steps", "seconds") if k in saved}
+    augmenter = augmenter_summaries(run_dir)
+    if augmenter:
+        out["augmenter"] = augmenter
     return out
 
 
@@ -147,6 +158,8 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("pretraining"):
         p = report["pretraining"]
         lines += [f"Pretraining: {p.get('steps')} steps in {p.get('seconds', 'n/a')} s.", ""]
+    for folder, summary in report.get("augmenter", {}).items():
+        lines += [f"Augmenter ({folder}): {verdict_line(summary)}.", ""]
     if results:
         lines += [
             "| stage | labels | metric | " + " | ".join(inits) + " |",
@@ -336,7 +349,12 @@ def write_collection_report(
         "device": device_name(),
         "seconds": round(seconds, 1),
         "per_dataset": {
-            r["dataset"]: {"seconds": r["seconds"], "subjects": r["subjects"]} for r in reports
+            r["dataset"]: {
+                "seconds": r["seconds"],
+                "subjects": r["subjects"],
+                **({"augmenter": r["augmenter"]} if "augmenter" in r else {}),
+            }
+            for r in reports
         },
         "results": results + dataset_averages(results, names),
     }
@@ -376,4 +394,5 @@ def collection_markdown(report: dict[str, Any]) -> str:
             label = dataset if seconds is None else f"{dataset} ({seconds:.0f} s)"
             lines.append(f"| {label} | " + " | ".join(cell(row.get(m)) for m in metrics) + " |")
         lines.append("")
+    lines += augmenter_table(report["per_dataset"])
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from medssl.platform.checkpoint import load_model, require_contract, save_model
 from medssl.platform.encoders import Encoder, architecture_of
 from medssl.platform.engine.distributed import barrier
 from medssl.platform.engine.pretrain import PretrainModule
+from medssl.platform.engine.records import RECORDS_FILE, TrainingRecords
 from medssl.platform.engine.trainer import build_trainer, last_checkpoint, launch_world
 from medssl.platform.errors import CheckpointError, ConfigError, DataError
 from medssl.platform.evaluation.features import extract_features, pool_per_scan
@@ -147,6 +148,7 @@ def _train_phase(ctx: RunContext, encoder: Encoder, phase: int, folder: Path) ->
         max_epochs=epochs,
         max_steps=cfg.max_steps,
         checkpoint_every_n_steps=cfg.checkpoint_every_n_steps,  # type: ignore[attr-defined]
+        extra_callbacks=[TrainingRecords(folder / RECORDS_FILE)],
     )
     resume = last_checkpoint(folder)
     if resume is not None:

@@ -1,5 +1,6 @@
 """The time-series protocols inside runs: several UCR sets in one run and one report, the
-forecast probe (alpha on validation only), and forecasting pretraining on training rows only."""
+forecast probe (alpha on validation only), forecasting pretraining on training rows only, and
+AutoTCL with a tsai backbone, its augmenter's records, plot, verdict and report rows."""
 
 from __future__ import annotations
 
@@ -283,9 +284,58 @@ def test_augmenter_command_reports_each_channel_of_an_autotcl_run(
     shown = medssl_cli("augmenter", str(tmp_path / "run"), cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines()[-2].split()[:2] == ["7", "OT"]
+    assert "during training: mean keep probability" in shown.stdout
     assert (tmp_path / "run" / "plots" / "augmenter.png").is_file()
     ts2vec = _forecast_config(csv, tmp_path, "[pretrain]", ("pretrain.batch_size=2",))
     run_config(ts2vec, tmp_path / "ts2vec")
     refused = medssl_cli("augmenter", str(tmp_path / "ts2vec"), cwd=tmp_path)
     assert refused.returncode == 1
     assert "no pretraining phase of this run uses pretrain.method.name: autotcl" in refused.stderr
+
+
+@pytest.mark.integration
+def test_autotcl_trains_a_tsai_backbone_on_coffee_and_reports_its_augmenter(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    from medssl.pipelines.augmenter import augmenter_verdict
+
+    config = load_config(
+        [resolve("ucr-autotcl")],
+        [
+            f"data.root={shared_data / 'timeseries'}",
+            "data.path=[ucr/Coffee]",
+            "data.cache_dir=" + str(tmp_path / "cache"),
+            "encoder.name=inception_time_plus",
+            "encoder.kwargs={nf: 4, depth: 3}",
+            "pretrain.method.augmenter_depth=1",
+            "pretrain.method.entropy_floor=0.5",
+            "pretrain.method.min_channel_keep=0.1",
+            "pretrain.method.mmd_reference=fresh",
+            "pretrain.max_steps=3",
+            "pretrain.batch_size=4",
+            "probe.inits=[pretrained]",
+            "trainer.progress_bar=false",
+        ],
+    )
+    run_config(config, tmp_path / "run")
+    coffee = tmp_path / "run" / "Coffee"
+    card = json.loads((coffee / "pretrain" / "model.json").read_text())
+    assert card["architecture"]["encoder"] == "inception_time_plus"
+    assert card["method"]["mmd_reference"] == "fresh" and card["method"]["entropy_floor"] == 0.5
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    accuracy = [r["value"] for r in saved["results"] if r["metric"] == "accuracy"]
+    assert len(accuracy) == 1 and 0.0 <= accuracy[0] <= 1.0
+    # One record per augmenter step, a plot of them, and the verdict in both reports.
+    records = json.loads((coffee / "pretrain" / "training_records.json").read_text())["records"]
+    assert [r["step"] for r in records] == [0, 1, 2]
+    assert all(len(r["channel_keep"]) == 1 and 0.0 <= r["undecided"] <= 1.0 for r in records)
+    assert (coffee / "plots" / "augmenter_keep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    verdict = augmenter_verdict(coffee)
+    assert isinstance(verdict["collapsed"], bool) and verdict["records"] == 3
+    own = json.loads((coffee / "report.json").read_text())
+    assert own["augmenter"]["pretrain"] == verdict
+    assert "plots/augmenter_keep.png" in own["plots"]
+    assert "Augmenter (pretrain): mean keep probability" in (coffee / "report.md").read_text()
+    assert saved["per_dataset"]["Coffee"]["augmenter"]["pretrain"] == verdict
+    collection = (tmp_path / "run" / "report.md").read_text()
+    assert "AutoTCL augmenter at the end of pretraining" in collection

@@ -60,6 +60,9 @@ class PretrainModule(L.LightningModule):
         self.warmup_steps = int(warmup_fraction * self.total_steps)
         self.seed = seed
 
+    def on_train_start(self) -> None:
+        self.method.before_first_step(self.global_step)
+
     def on_train_epoch_start(self) -> None:
         self.method.seed = self.seed
         self.method.epoch = self.current_epoch

@@ -12,7 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.linear_model import Ridge
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
+from sklearn.model_selection import (
+    GridSearchCV,
+    StratifiedKFold,
+    cross_val_score,
+    train_test_split,
+)
 from sklearn.svm import SVC
 
 from medssl.platform.evaluation.metrics import accuracy, auroc, balanced_accuracy
@@ -78,6 +83,39 @@ def select_svm_c(
     return float(c_grid[int(search.best_index_)]), folds
 
 
+def svm_cv_accuracy(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    c: float,
+    *,
+    max_folds: int = 5,
+    max_cv_samples: int = 10_000,
+    seed: int = 0,
+) -> float:
+    """Mean accuracy of an RBF SVM with this C over the stratified training folds that
+    `select_svm_c` searches (k = min(`max_folds`, smallest class), in order; the same subsample
+    above `max_cv_samples`): at the C it chose, the search's own score. Training data only, so
+    it can choose settings where the test set must not. Below 50 series, where `select_svm_c`
+    runs no search, the same k folds at its hard margin; NaN when a class has one series.
+
+    Example:
+        >>> x = np.r_[np.zeros((4, 2)), np.ones((4, 2))]; y = np.r_[np.zeros(4), np.ones(4)]
+        >>> svm_cv_accuracy(x, y, math.inf)
+        1.0
+    """
+    _, counts = np.unique(train_y, return_counts=True)
+    folds = int(min(max_folds, counts.min()))
+    if folds < 2:
+        return math.nan
+    if train_x.shape[0] > max_cv_samples:
+        train_x, _, train_y, _ = train_test_split(
+            train_x, train_y, train_size=max_cv_samples, random_state=seed, stratify=train_y
+        )
+    model = SVC(C=_libsvm_c(c), kernel="rbf", gamma="scale")
+    cv = StratifiedKFold(n_splits=folds)
+    return float(np.mean(cross_val_score(model, train_x, train_y, scoring="accuracy", cv=cv)))
+
+
 def svm_classification(
     train_x: Features,
     train_y: Labels,
@@ -96,8 +134,9 @@ def svm_classification(
 
     Returns {"accuracy", "balanced_accuracy", "auroc"} (AUROC from the SVM's decision values,
     one-vs-rest macro average for more than two classes; NaN when the test set holds one
-    class); with `details` also "C" (math.inf for the hard margin, fitted as HARD_MARGIN_C),
-    "folds" (0: no cross-validation, see `select_svm_c`) and "predictions".
+    class) and "cv_accuracy", from the training set alone (`svm_cv_accuracy` at the chosen C):
+    the score to select settings by. With `details` also "C" (math.inf for the hard margin,
+    fitted as HARD_MARGIN_C), "folds" (0: no search, see `select_svm_c`) and "predictions".
 
     Example:
         >>> x = np.r_[np.zeros((4, 2)), np.ones((4, 2))]; y = np.r_[np.zeros(4), np.ones(4)]
@@ -106,6 +145,7 @@ def svm_classification(
     """
     xtr, ytr, xte, yte, classes = prepare_probe_data(train_x, train_y, test_x, test_y, num_classes)
     c, folds = select_svm_c(xtr, ytr, c_grid=c_grid, max_folds=max_folds, seed=seed)
+    cv_accuracy = svm_cv_accuracy(xtr, ytr, c, max_folds=max_folds, seed=seed)
     model = SVC(C=_libsvm_c(c), kernel="rbf", gamma="scale").fit(xtr, ytr)
     predictions = model.predict(xte)
     scores = model.decision_function(xte)
@@ -115,6 +155,7 @@ def svm_classification(
         # prepare_probe_data guarantees every class is in train, so the decision columns are
         # classes 0..K-1 (binary: one column of class-1 scores), as auroc expects.
         "auroc": auroc(yte, scores),
+        "cv_accuracy": cv_accuracy,
     }
     if details:
         out.update(C=c, folds=folds, predictions=predictions)

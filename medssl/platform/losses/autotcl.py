@@ -1,5 +1,7 @@
 """AutoTCL's losses: the encoder's global and local-window InfoNCE, and the augmenter's
-multi-kernel MMD, keep-probability sparsity and temporal smoothness terms."""
+multi-kernel MMD, keep-probability sparsity and temporal smoothness terms, and two penalties
+against a keep probability that saturates into a fixed mask (an entropy floor, a minimum keep
+rate per channel)."""
 
 from __future__ import annotations
 
@@ -75,6 +77,11 @@ def _masked_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Ten
     return (values * weight).sum() / weight.sum().clamp_min(1.0)
 
 
+def _check_keep(keep_probability: torch.Tensor) -> None:
+    if keep_probability.ndim != 3:
+        raise ValueError(f"keep_probability must be (B, C, T), got {tuple(keep_probability.shape)}")
+
+
 def keep_sparsity(
     keep_probability: torch.Tensor, threshold: float = 0.4, steps: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -86,8 +93,7 @@ def keep_sparsity(
         threshold: the allowed mean keep probability (0.4).
         steps: optional (B, T) bool; only these steps enter the mean (padding excluded).
     """
-    if keep_probability.ndim != 3:
-        raise ValueError(f"keep_probability must be (B, C, T), got {tuple(keep_probability.shape)}")
+    _check_keep(keep_probability)
     weight = None if steps is None else steps[:, None, :]
     return F.relu(_masked_mean(keep_probability, weight) - threshold)
 
@@ -100,13 +106,78 @@ def temporal_smoothness(
     (B, T) when given. (AutoTCL's code samples a few random pairs; all pairs are used here.)
     Zero for T < 2.
     """
-    if keep_probability.ndim != 3:
-        raise ValueError(f"keep_probability must be (B, C, T), got {tuple(keep_probability.shape)}")
+    _check_keep(keep_probability)
     if keep_probability.shape[-1] < 2:
         return keep_probability.sum() * 0.0
     change = (keep_probability[..., 1:] - keep_probability[..., :-1]).abs()
     weight = None if steps is None else (steps[:, 1:] & steps[:, :-1])[:, None, :]
     return _masked_mean(change, weight)
+
+
+def binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    """H(p) = -p log2 p - (1 - p) log2(1 - p) in bits, elementwise (1 at p = 0.5, 0 at 0 and 1).
+    p is clamped to [1e-6, 1 - 1e-6] first, so the value and its gradient stay finite; computed
+    in float32 (float64 for float64 input).
+
+    Example:
+        >>> [round(h, 3) for h in binary_entropy(torch.tensor([0.5, 0.11, 1.0])).tolist()]
+        [1.0, 0.5, 0.0]
+    """
+    work = torch.float64 if p.dtype == torch.float64 else torch.float32
+    q = p.to(work).clamp(1e-6, 1 - 1e-6)
+    return -(q * torch.log2(q) + (1 - q) * torch.log2(1 - q))
+
+
+def keep_entropy_floor(
+    keep_probability: torch.Tensor, floor: float, steps: torch.Tensor | None = None
+) -> torch.Tensor:
+    """relu(floor - mean H(p)): zero while the keep probabilities p are undecided enough on
+    average (mean binary entropy, in bits, at least `floor`), growing as they saturate towards
+    a fixed mask (p at 0 or 1, where the hard-concrete mask stops being random).
+
+    Args:
+        keep_probability: (B, C, T) keep probabilities p in [0, 1].
+        floor: the least mean entropy in bits, in [0, 1] (0: never active).
+        steps: optional (B, T) bool; only these steps enter the mean (padding excluded).
+
+    Example:
+        >>> float(keep_entropy_floor(torch.full((2, 1, 4), 0.5), 0.6))
+        0.0
+    """
+    _check_keep(keep_probability)
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"floor is in bits and must be in [0, 1], got {floor}")
+    weight = None if steps is None else steps[:, None, :]
+    return F.relu(floor - _masked_mean(binary_entropy(keep_probability), weight))
+
+
+def channel_keep_rate(
+    keep_probability: torch.Tensor, steps: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The mean keep probability of each channel over the batch and its `steps` (B, T):
+    (C,). A channel at 0 is never shown to the encoder."""
+    _check_keep(keep_probability)
+    if steps is None:
+        return keep_probability.mean(dim=(0, 2))
+    weight = steps[:, None, :].to(keep_probability.dtype).expand_as(keep_probability)
+    return (keep_probability * weight).sum(dim=(0, 2)) / weight.sum(dim=(0, 2)).clamp_min(1.0)
+
+
+def channel_keep_floor(
+    keep_probability: torch.Tensor, minimum: float, steps: torch.Tensor | None = None
+) -> torch.Tensor:
+    """sum_c relu(minimum - mean_{b, t} p[b, c, t]): each channel whose mean keep probability
+    (`channel_keep_rate`) falls below `minimum` adds its shortfall, so no channel can be
+    dropped from every view while the sparsity term only bounds the mean over channels.
+
+    Example:
+        >>> p = torch.tensor([[[0.3, 0.5], [0.0, 0.1]]])
+        >>> round(float(channel_keep_floor(p, 0.2)), 4)
+        0.15
+    """
+    if not 0.0 <= minimum <= 1.0:
+        raise ValueError(f"minimum must be in [0, 1], got {minimum}")
+    return F.relu(minimum - channel_keep_rate(keep_probability, steps)).sum()
 
 
 def cross_view_info_nce(

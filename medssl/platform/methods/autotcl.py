@@ -8,22 +8,29 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from torch.func import functional_call
 
 from medssl.platform.batch import Batch
 from medssl.platform.encoders.base import Encoder
-from medssl.platform.encoders.ts2vec import TS2VecEncoder, masked_max_pool, series_steps
-from medssl.platform.errors import ConfigError
+from medssl.platform.encoders.factory import architecture_of, encoder_from_architecture
+from medssl.platform.encoders.ts2vec import masked_max_pool, series_steps
 from medssl.platform.losses.autotcl import (
+    channel_keep_floor,
     cross_view_info_nce,
     gaussian_mmd,
+    keep_entropy_floor,
     keep_sparsity,
     local_window_info_nce,
     temporal_smoothness,
 )
 from medssl.platform.losses.hierarchical import hierarchical_contrastive_loss
+from medssl.platform.methods.autotcl_augmenter import (
+    ParametricAugmenter,
+    free_channels,
+    hard_concrete,
+)
+from medssl.platform.methods.autotcl_monitor import keep_statistics
 from medssl.platform.methods.ts2vec import (
     AveragedEncoderMethod,
     averaged_copy,
@@ -35,111 +42,21 @@ from medssl.platform.methods.ts2vec import (
 from medssl.platform.registry import METHODS
 
 
-def hard_concrete(
-    logits: torch.Tensor,
-    *,
-    sample: bool = True,
-    temperature: float = 1.0,
-    gamma: float = -0.05,
-    zeta: float = 1.0,
-    noise_bound: float = 1e-3,
-    hard: bool = False,
-) -> torch.Tensor:
-    """Hard-concrete (stretched binary concrete) gate of Louizos et al. (ICLR 2018), with the
-    noise on the logit of the keep probability p = sigmoid(logits):
-
-        u ~ U(noise_bound, 1 - noise_bound)
-        s = sigmoid((log u - log(1 - u) + logits) / temperature)     (sample=False: s = p)
-        m = clip(s * (zeta - gamma) + gamma, 0, 1)
-
-    With `hard`, the forward value is 1[m > 0.5] and the gradient is that of m
-    (straight-through). Defaults are AutoTCL's (gamma -0.05, zeta 1; Louizos: -0.1, 1.1).
-    Computed in float32 (float64 for float64 logits).
-
-    Example:
-        >>> hard_concrete(torch.zeros(3), sample=False)
-        tensor([0.4750, 0.4750, 0.4750])
-    """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not gamma < 0 < 1 <= zeta:
-        raise ValueError(f"need gamma < 0 and zeta >= 1 (the stretch), got {gamma}, {zeta}")
-    if not 0 <= noise_bound < 0.5:
-        raise ValueError(f"noise_bound must be in [0, 0.5), got {noise_bound}")
-    # Uniform noise near 0 and 1 needs float32 at least (bf16 would round 1 - 1e-3 to 1).
-    logits = logits if logits.dtype == torch.float64 else logits.float()
-    if sample:
-        u = torch.rand_like(logits) * (1 - 2 * noise_bound) + noise_bound
-        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + logits) / temperature)
-    else:
-        s = torch.sigmoid(logits)
-    m = (s * (zeta - gamma) + gamma).clamp(0.0, 1.0)
-    if hard:
-        # (m - m.detach()) is exactly 0 in value, so the forward value is exactly 0 or 1.
-        m = (m > 0.5).to(m.dtype) + (m - m.detach())
-    return m
+def fresh_reference(encoder: Encoder) -> Encoder:
+    """A frozen encoder of `encoder`'s architecture, initialised from torch's seed
+    (`torch.initial_seed()`, which a run sets from its `seed` before each pretraining phase)
+    without moving the global random stream: the same seed gives the same weights, and in a
+    run's first phase they are the weights the trained encoder started from."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(torch.initial_seed())
+        reference = encoder_from_architecture(architecture_of(encoder))
+    return reference.requires_grad_(False).eval()
 
 
-class ParametricAugmenter(nn.Module):
-    """AutoTCL's augmenter: a small dilated-conv encoder (TS2Vec blocks, no timestamp
-    masking) gives an embedding per step; two Linear heads give, per (channel, step), the keep
-    probability p = sigmoid(.) and the positive scale g = sigmoid(.). The view is
-    v = g * m * x with m a hard-concrete sample of p; NaN in x stays NaN in v. With `shared`
-    the heads give one p and g per step, applied to every channel (the authors' forecasting
-    code, `agu_channel=1`): the mask then drops whole steps and cannot select channels.
-    The augmenter sees all `in_channels`; `out_channels` (default: all) is how many of them
-    it gives a p and g for.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        hidden_dim: int,
-        embed_dim: int,
-        depth: int,
-        shared: bool = False,
-        out_channels: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.body = TS2VecEncoder(
-            1,
-            in_channels,
-            hidden_dim=hidden_dim,
-            output_dim=embed_dim,
-            depth=depth,
-            mask_probability=0.0,
-            dropout=0.0,
-        )
-        heads = 1 if shared else (in_channels if out_channels is None else out_channels)
-        self.keep_head = nn.Linear(embed_dim, heads)
-        self.scale_head = nn.Linear(embed_dim, heads)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keep logits and scales g for `x` (B, C, T): both (B, out_channels, T), or
-        (B, 1, T) when the augmenter is `shared` (one gate and scale per step for every
-        channel, which broadcast against them)."""
-        embedding = self.body.sequence(x).transpose(1, 2)
-        keep_logits = self.keep_head(embedding).transpose(1, 2)
-        scale = torch.sigmoid(self.scale_head(embedding)).transpose(1, 2)
-        return keep_logits, scale
-
-
-def free_channels(in_channels: int, fixed: tuple[int, ...]) -> list[int]:
-    """The channels an augmenter may transform: all but `fixed` (each in range, at least one
-    left). Raises ConfigError naming `pretrain.method.fixed_channels` otherwise."""
-    bad = sorted({c for c in fixed if not 0 <= c < in_channels})
-    if bad:
-        raise ConfigError(
-            f"pretrain.method.fixed_channels {bad} are not channels of this {in_channels}-channel "
-            f"input; give indices from 0 to {in_channels - 1}"
-        )
-    free = [c for c in range(in_channels) if c not in set(fixed)]
-    if not free:
-        raise ConfigError(
-            "pretrain.method.fixed_channels names every input channel, so the view would be "
-            "the input; leave at least one channel to the augmenter"
-        )
-    return free
+def _dense(encoder: Encoder, x: torch.Tensor) -> torch.Tensor:
+    dense = encoder(x, dense=True).dense
+    assert dense is not None
+    return dense
 
 
 @METHODS.register("autotcl")
@@ -163,6 +80,22 @@ class AutoTCL(AveragedEncoderMethod):
     everything cost more than any view that meets the constraint. The default 10 (the authors'
     1e-3 collapsed to the identity within 10 steps) was chosen over 20 on ETTh2's validation
     months; both keep the view away from the identity there.
+
+    With that constraint p can still saturate at 0 or 1, where the mask is no longer random:
+    a fixed crop, or a channel no view shows (`autotcl_monitor.keep_collapse`). Three options
+    act against it, all off by default: an entropy floor,
+        + entropy_weight * relu(entropy_floor - mean H(p))      (H in bits),
+    a minimum keep rate per channel,
+        + channel_keep_weight * sum_c relu(min_channel_keep - mean_{b, t} p[b, c, t]),
+    and `mmd_reference: fresh`: the MMD compares embeddings of a frozen encoder at a random
+    initialisation (`fresh_reference`), not of the encoder being trained, which can learn to
+    ignore what the views always drop and so make dropping it cost nothing. An entropy floor
+    rather than a Beta prior on p: the hinge is zero while the mask is random enough, so it
+    leaves a healthy augmenter's objective alone, and it is bounded (entropy_weight *
+    entropy_floor), so it weighs against the MMD (at most 2 * kernel_num) as the sparsity hinge
+    does; a Beta(a, b) prior pulls every cell towards its mode at every step, and its -log p
+    has no bound.
+
     Both terms are summed into `loss`, but each reaches only its own parameters, and
     `parameter_groups()` gives the augmenter its own AdamW lr and weight decay, so one engine
     optimiser step is an encoder step plus (on those iterations) an augmenter step. The
@@ -174,10 +107,12 @@ class AutoTCL(AveragedEncoderMethod):
         config: an `AutoTCL.Config` or the dict of ``pretrain.method``.
 
     Example:
+        >>> from medssl.platform.encoders.ts2vec import TS2VecEncoder
         >>> enc = TS2VecEncoder(spatial_dims=1, in_channels=1, output_dim=8, depth=1)
         >>> method = AutoTCL(enc, {"augmenter_depth": 1})
-        >>> sorted(method(Batch(x=torch.randn(4, 1, 64))))[:3]
-        ['augmenter_loss', 'embedding_std', 'encoder_loss']
+        >>> out = method(Batch(x=torch.randn(4, 1, 64)))
+        >>> [k for k in sorted(out) if k.endswith("loss")]
+        ['augmenter_loss', 'encoder_loss', 'loss']
     """
 
     name: ClassVar[str] = "autotcl"
@@ -212,6 +147,16 @@ class AutoTCL(AveragedEncoderMethod):
         sparsity_weight: float = Field(10.0, ge=0.0)
         keep_threshold: float = Field(0.4, ge=0.0, le=1.0)
         smoothness_weight: float = Field(1e-3, ge=0.0)
+        # Against a p that saturates into a fixed mask (0: off): a hinge when the mean binary
+        # entropy of p (bits) falls below entropy_floor, and one for each channel whose mean p
+        # falls below min_channel_keep. See the class docstring.
+        entropy_floor: float = Field(0.0, ge=0.0, le=1.0)
+        entropy_weight: float = Field(10.0, ge=0.0)
+        min_channel_keep: float = Field(0.0, ge=0.0, le=1.0)
+        channel_keep_weight: float = Field(10.0, ge=0.0)
+        # Whose embeddings the MMD compares: the encoder being trained, or a frozen one at a
+        # random initialisation drawn from the seed (`fresh_reference`).
+        mmd_reference: Literal["current", "fresh"] = "current"
         mmd_kernel_num: int = Field(5, ge=1)
         mmd_kernel_mul: float = Field(2.0, gt=0.0)
         mask_temperature: float = Field(1.0, gt=0.0)
@@ -222,12 +167,26 @@ class AutoTCL(AveragedEncoderMethod):
         max_length: int = Field(3000, ge=2)
         swa: bool = True
 
+        @field_validator("min_channel_keep")
+        @classmethod
+        def _within_the_sparsity_bound(cls, value: float, info: ValidationInfo) -> float:
+            threshold = info.data.get("keep_threshold")
+            if threshold is not None and value > threshold:
+                raise ValueError(
+                    f"{value} is above keep_threshold {threshold}: the mean keep probability "
+                    "cannot stay below keep_threshold while every channel keeps more; set it "
+                    "at most keep_threshold"
+                )
+            return value
+
     def __init__(self, encoder: Encoder, config: AutoTCL.Config | dict[str, Any] | None = None):
         super().__init__(encoder)
         self.config = validate_method_config(type(self), config)
         require_sequence_encoder(self.name, encoder)
         cfg = self.config
         free = free_channels(encoder.in_channels, cfg.fixed_channels)
+        #: The input channel of each row of the keep probabilities (a shared row: all of them).
+        self.keep_rows = free
         #: The channels the augmenter transforms, or None for all of them.
         self.free_channels: torch.Tensor | None
         if len(free) < encoder.in_channels:
@@ -243,8 +202,24 @@ class AutoTCL(AveragedEncoderMethod):
             out_channels=len(free),
         )
         self.swa_encoder = averaged_copy(encoder) if cfg.swa else None
+        #: `mmd_reference: fresh`: the frozen encoder the MMD compares in (saved with the
+        #: method's state, so a resumed run compares in the same one).
+        self.reference_encoder = fresh_reference(encoder) if cfg.mmd_reference == "fresh" else None
         #: Optimiser steps taken; set by `after_optimizer_step`, picks augmenter iterations.
         self.iteration = 0
+        self._record: dict[str, Any] | None = None
+
+    def train(self, mode: bool = True) -> AutoTCL:
+        super().train(mode)
+        if self.reference_encoder is not None:
+            self.reference_encoder.eval()  # frozen: its batch-norm statistics must not move
+        return self
+
+    def training_record(self) -> dict[str, Any] | None:
+        """The keep statistics of the last augmenter step (`keep_statistics`, with that
+        iteration as `step`), once; None when no augmenter step ran since the last call."""
+        record, self._record = self._record, None
+        return record
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Encoder (engine lr and weight decay) and augmenter (its own) AdamW groups."""
@@ -321,38 +296,64 @@ class AutoTCL(AveragedEncoderMethod):
         lengths = series_steps(x).sum(dim=1)
         return crop_rows(x, random_starts(lengths, limit), limit)
 
-    def augmenter_loss(self, x: torch.Tensor, steps: torch.Tensor) -> dict[str, torch.Tensor]:
-        """L_aug and its terms; gradients reach the augmenter only (encoder frozen, eval)."""
-        cfg = self.config
+    def _pooled_pair(
+        self, x: torch.Tensor, steps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """maxpool f(x) (no gradient), maxpool f(v) of a sampled view v (gradient to the
+        augmenter only) and the view's keep probabilities; f is the fresh reference encoder,
+        or the current one, frozen and in eval mode for this pass."""
+        reference = self.reference_encoder
+        if reference is not None:
+            with torch.no_grad():
+                z_x = masked_max_pool(_dense(reference, x), steps)
+            view, keep, _ = self.augment(x, sample=True)
+            return z_x, masked_max_pool(_dense(reference, view), steps), keep
         frozen = {name: p.detach() for name, p in self.encoder.named_parameters()}
         was_training = self.encoder.training
         self.encoder.eval()
         try:
             with torch.no_grad():
-                z_x = masked_max_pool(self._sequence(x), steps)
+                z_x = masked_max_pool(_dense(self.encoder, x), steps)
             view, keep, _ = self.augment(x, sample=True)
             out = functional_call(self.encoder, frozen, (view,), {"dense": True})
             assert out.dense is not None
             z_v = masked_max_pool(out.dense, steps)
         finally:
             self.encoder.train(was_training)
+        return z_x, z_v, keep
+
+    def augmenter_loss(self, x: torch.Tensor, steps: torch.Tensor) -> dict[str, torch.Tensor]:
+        """L_aug and its terms, and the keep statistics of this step (logged, and kept for
+        `training_record`); gradients reach the augmenter only."""
+        cfg = self.config
+        z_x, z_v, keep = self._pooled_pair(x, steps)
         mmd = gaussian_mmd(z_x, z_v, kernel_mul=cfg.mmd_kernel_mul, kernel_num=cfg.mmd_kernel_num)
         sparsity = keep_sparsity(keep, cfg.keep_threshold, steps)
         smoothness = temporal_smoothness(keep, steps)
         total = mmd + cfg.sparsity_weight * sparsity + cfg.smoothness_weight * smoothness
-        return {"augmenter_loss": total, "mmd": mmd, "keep_probability": keep.detach().mean()}
-
-    def _sequence(self, x: torch.Tensor) -> torch.Tensor:
-        dense = self.encoder(x, dense=True).dense
-        assert dense is not None
-        return dense
+        out = {"mmd": mmd, "keep_probability": keep.detach().mean()}
+        if cfg.entropy_floor > 0:
+            out["entropy_penalty"] = keep_entropy_floor(keep, cfg.entropy_floor, steps)
+            total = total + cfg.entropy_weight * out["entropy_penalty"]
+        if cfg.min_channel_keep > 0:
+            out["channel_keep_penalty"] = channel_keep_floor(keep, cfg.min_channel_keep, steps)
+            total = total + cfg.channel_keep_weight * out["channel_keep_penalty"]
+        stats = keep_statistics(keep, steps, self.keep_rows, x.shape[1])
+        self._record = {"step": self.iteration, **stats}
+        logged = {
+            "keep_entropy": stats["entropy"],
+            "undecided_fraction": stats["undecided"],
+            "channel_keep_min": min(stats["channel_keep"]),
+        }
+        out.update({k: torch.tensor(v, device=keep.device) for k, v in logged.items()})
+        return {"augmenter_loss": total, **{k: v.detach() for k, v in out.items()}}
 
     def encoder_loss(self, x: torch.Tensor, steps: torch.Tensor) -> dict[str, torch.Tensor]:
         """L_enc on a fresh view, held fixed (no gradient to the augmenter)."""
         cfg = self.config
         with torch.no_grad():
             view, _, mask = self.augment(x, sample=self.training)
-        s_x, s_v = self._sequence(x), self._sequence(view)
+        s_x, s_v = _dense(self.encoder, x), _dense(self.encoder, view)
         z_x, z_v = masked_max_pool(s_x, steps), masked_max_pool(s_v, steps)
         # Step-wise terms need a range every series covers.
         common = int(steps.sum(dim=1).min())
@@ -384,6 +385,10 @@ class AutoTCL(AveragedEncoderMethod):
             out.update(self.augmenter_loss(x, steps))
             loss = loss + out["augmenter_loss"]
         return {"loss": loss, **out}
+
+    def before_first_step(self, step: int) -> None:
+        """A resumed fit goes on counting from its checkpoint's step."""
+        self.iteration = step
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int, max_steps: int) -> None:

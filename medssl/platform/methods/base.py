@@ -61,8 +61,18 @@ class Method(nn.Module):
         whose encoder is all they leave."""
         return None
 
+    def before_first_step(self, step: int) -> None:
+        """Hook run when a fit starts, or resumes after `step` optimiser steps (for methods
+        whose schedule counts steps)."""
+
     def after_optimizer_step(self, step: int, max_steps: int) -> None:
         """Hook run after each optimiser step (EMA target updates live here)."""
+
+    def training_record(self) -> dict[str, Any] | None:
+        """What the last training step showed beyond its logged scalars (e.g. per-channel
+        statistics of a learned augmenter), as JSON values, or None; the engine keeps every
+        record of a fit, in order, beside its checkpoints (`engine.records`)."""
+        return None
 
     @classmethod
     def validate_config(cls, config: BaseModel | dict[str, Any] | None) -> Any:

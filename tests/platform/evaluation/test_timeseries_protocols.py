@@ -163,3 +163,34 @@ def test_ridge_alpha_is_chosen_on_validation_only():
     assert (other["val_mse"], other["val_mae"]) == (out["val_mse"], out["val_mae"])
     alpha, _ = select_ridge_alpha(xtr, ytr, xva, yva)
     assert alpha == out["alpha"]
+
+
+def test_cv_accuracy_is_the_training_folds_score_at_the_chosen_c():
+    """cv_accuracy is sklearn's cross_val_score at the chosen C on the training set (the
+    searched case and the small-set hard margin), and test arrays of garbage leave it as it is."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    rng = np.random.default_rng(4)
+    for per_class, folds in ((30, 5), (12, 5)):  # 60 series: searched; 36: too few to search
+        x, y = clusters(rng, per_class, 3 if per_class == 12 else 2, spread=4.0)
+        xt, yt = clusters(rng, 10, 3 if per_class == 12 else 2, spread=4.0)
+        out = svm_classification(x, y, xt, yt, details=True)
+        c = 1e10 if math.isinf(out["C"]) else out["C"]
+        expected = cross_val_score(
+            SVC(C=c, gamma="scale"), x, y, scoring="accuracy", cv=StratifiedKFold(folds)
+        ).mean()
+        assert out["folds"] == (folds if per_class == 30 else 0)
+        assert out["cv_accuracy"] == pytest.approx(expected, abs=1e-12)
+        assert 0.3 < out["cv_accuracy"] < 1.0  # overlapping classes: not a trivial score
+        for garbage in (np.zeros_like(xt[:5]), rng.normal(size=xt.shape) * 1e6):
+            labels = rng.permutation(yt)[: len(garbage)]
+            again = svm_classification(x, y, garbage, labels)
+            assert again["cv_accuracy"] == out["cv_accuracy"]
+
+
+def test_cv_accuracy_is_nan_when_a_class_has_one_series():
+    rng = np.random.default_rng(5)
+    x, y = clusters(rng, 6, 2)
+    x, y = x[:7], y[:7]  # class 1 keeps one series
+    out = svm_classification(x, y, x, y, details=True)
+    assert out["folds"] == 0 and math.isnan(out["cv_accuracy"])

@@ -1,5 +1,6 @@
 """AutoTCL's losses against slow loop references (float64): multi-kernel MMD, keep-probability
-sparsity, temporal smoothness (with padding masks), cross-view InfoNCE, local-window InfoNCE."""
+sparsity, temporal smoothness (with padding masks), the entropy floor and the per-channel keep
+floor, cross-view InfoNCE, local-window InfoNCE."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import pytest
 import torch
 
 from medssl.platform.losses.autotcl import (
+    binary_entropy,
+    channel_keep_floor,
     cross_view_info_nce,
     gaussian_mmd,
+    keep_entropy_floor,
     keep_sparsity,
     local_window_info_nce,
     temporal_smoothness,
@@ -90,6 +94,78 @@ def test_temporal_smoothness_matches_loops_with_and_without_padding() -> None:
         assert float(temporal_smoothness(p, mask)) == pytest.approx(sum(diffs) / len(diffs))
     assert float(temporal_smoothness(torch.ones(2, 3, 6))) == 0.0
     assert float(temporal_smoothness(torch.rand(2, 3, 1))) == 0.0
+
+
+def _entropy_bits(q: float) -> float:
+    q = min(max(q, 1e-6), 1 - 1e-6)
+    return -(q * math.log2(q) + (1 - q) * math.log2(1 - q))
+
+
+def _saturating_p(b: int, c: int, t: int, seed: int) -> torch.Tensor:
+    """Keep probabilities from logits of spread 4: many near 0 or 1, some exactly there."""
+    logits = 4 * torch.randn(b, c, t, generator=torch.Generator().manual_seed(seed))
+    p = torch.sigmoid(logits.double())
+    p[0, 0, :2] = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    return p
+
+
+def _padding(b: int, t: int) -> torch.Tensor:
+    steps = torch.ones(b, t, dtype=torch.bool)
+    steps[0, t // 2 :] = False
+    steps[-1, t - 1 :] = False
+    return steps
+
+
+@pytest.mark.parametrize(("b", "c", "t"), [(3, 2, 7), (1, 1, 5), (4, 5, 3)])
+@pytest.mark.parametrize("floor", [0.0, 0.3, 0.8, 1.0])
+def test_keep_entropy_floor_matches_loops(b: int, c: int, t: int, floor: float) -> None:
+    p = _saturating_p(b, c, t, seed=b * 10 + c)
+    for mask in (None, _padding(b, t)):
+        cells = [
+            float(p[i, j, k])
+            for i in range(b)
+            for j in range(c)
+            for k in range(t)
+            if mask is None or mask[i, k]
+        ]
+        mean_entropy = sum(_entropy_bits(q) for q in cells) / len(cells)
+        got = keep_entropy_floor(p, floor, mask)
+        assert float(got) == pytest.approx(max(floor - mean_entropy, 0.0), abs=1e-12)
+    # Fully undecided p meets any floor; a fixed mask pays (almost) the whole floor.
+    assert float(keep_entropy_floor(torch.full((2, 3, 4), 0.5), 1.0)) == pytest.approx(0, abs=1e-6)
+    fixed = (torch.rand(2, 3, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    assert float(keep_entropy_floor(fixed, 0.7)) == pytest.approx(0.7, abs=1e-3)
+
+
+def test_binary_entropy_gradient_stays_finite_and_raises_p_towards_one_half() -> None:
+    p = torch.tensor([0.0, 0.02, 0.3, 0.5, 0.9, 1.0], requires_grad=True)
+    expected = [_entropy_bits(float(q)) for q in p.detach()]
+    assert binary_entropy(p.detach().double()).tolist() == pytest.approx(expected, abs=1e-12)
+    binary_entropy(p).sum().backward()
+    assert p.grad is not None and torch.isfinite(p.grad).all()
+    assert p.grad[1] > 0 and p.grad[2] > 0 and p.grad[4] < 0
+    assert float(p.grad[3]) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="floor is in bits"):
+        keep_entropy_floor(torch.rand(1, 1, 3), 1.5)
+
+
+@pytest.mark.parametrize(("b", "c", "t"), [(3, 2, 7), (1, 1, 5), (4, 5, 3)])
+@pytest.mark.parametrize("minimum", [0.0, 0.2, 0.5])
+def test_channel_keep_floor_matches_loops(b: int, c: int, t: int, minimum: float) -> None:
+    p = _saturating_p(b, c, t, seed=b + 7 * c)
+    p[:, 0] = 0.0  # a channel dropped from every view pays the whole minimum
+    for mask in (None, _padding(b, t)):
+        shortfall = 0.0
+        for j in range(c):
+            kept = [
+                float(p[i, j, k]) for i in range(b) for k in range(t) if mask is None or mask[i, k]
+            ]
+            shortfall += max(minimum - sum(kept) / len(kept), 0.0)
+        got = channel_keep_floor(p, minimum, mask)
+        assert float(got) == pytest.approx(shortfall, abs=1e-12)
+        assert float(got) >= minimum - 1e-12
+    with pytest.raises(ValueError, match="minimum must be in"):
+        channel_keep_floor(p, -0.1)
 
 
 @pytest.mark.parametrize("tau", [1.0, 0.5])

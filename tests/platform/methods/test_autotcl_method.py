@@ -1,6 +1,8 @@
 """AutoTCL: the hard-concrete sampler's statistics against closed forms and a quadrature of its
 defining formula, the augmented view, gradient isolation between encoder and augmenter,
-alternating updates through the engine's parameter groups, the SWA encoder, tsai encoders."""
+alternating updates through the engine's parameter groups, the SWA encoder, tsai encoders, the
+options against a collapsed keep probability (entropy floor, per-channel minimum, a fresh MMD
+reference encoder) and the keep records, also across a resumed fit."""
 
 from __future__ import annotations
 
@@ -12,10 +14,15 @@ import pytest
 import torch
 
 from medssl.platform.batch import Batch
+from medssl.platform.config import TrainerConfig
+from medssl.platform.encoders import build_encoder
 from medssl.platform.encoders.ts2vec import TS2VecEncoder
 from medssl.platform.engine.pretrain import PretrainModule, optimizer_groups
+from medssl.platform.engine.records import RECORDS_FILE, TrainingRecords, read_records
+from medssl.platform.engine.trainer import build_trainer, last_checkpoint
 from medssl.platform.errors import ConfigError
-from medssl.platform.methods.autotcl import AutoTCL, hard_concrete
+from medssl.platform.methods.autotcl import AutoTCL
+from medssl.platform.methods.autotcl_augmenter import hard_concrete
 from medssl.platform.registry import METHODS
 
 SMALL = {"augmenter_hidden_dim": 8, "augmenter_embed_dim": 4, "augmenter_depth": 1}
@@ -285,8 +292,6 @@ def test_trains_in_the_engine_with_two_parameter_groups(tmp_path: Path) -> None:
 
 def test_works_with_a_tsai_encoder() -> None:
     pytest.importorskip("tsai", reason="the tsai backbones need the timeseries extra")
-    from medssl.platform.encoders import build_encoder
-
     torch.manual_seed(0)
     encoder = build_encoder("resnet_plus", spatial_dims=1, in_channels=2, nf=4)
     method = AutoTCL(encoder, SMALL)
@@ -331,3 +336,200 @@ def test_the_augmenter_does_not_collapse_to_the_identity() -> None:
     # Above 2 * kernel_num / (1 - threshold) the hinge holds the constraint itself.
     strict = _train(30, sparsity_weight=20.0)
     assert strict["keep_probability"] < 0.5 and strict["kept_fraction"] < 0.5
+
+
+def _constant_keep(method: AutoTCL, logits: list[float]) -> None:
+    """Make the augmenter's keep logit of channel c the constant logits[c] at every step."""
+    with torch.no_grad():
+        method.augmenter.keep_head.weight.zero_()
+        method.augmenter.keep_head.bias.copy_(torch.tensor(logits))
+
+
+def _entropy_bits(q: float) -> float:
+    return -(q * math.log2(q) + (1 - q) * math.log2(1 - q))
+
+
+def test_the_penalties_against_a_saturating_p_enter_the_augmenter_loss() -> None:
+    logits = [-3.0, 0.5]  # mean p 0.335 < keep_threshold: the sparsity hinge is 0
+    p = [_sigmoid(v) for v in logits]
+    weights = {"entropy_weight": 3.0, "channel_keep_weight": 7.0}
+    on = _method(entropy_floor=0.9, min_channel_keep=0.2, **weights)
+    off = _method(**weights)  # floors at 0 (the defaults): the weights change nothing
+    for method in (on, off):
+        _constant_keep(method, logits)
+    x = _x()
+    torch.manual_seed(4)
+    got = on(Batch(x=x))
+    torch.manual_seed(4)
+    base = off(Batch(x=x))
+    entropy = max(0.9 - sum(_entropy_bits(q) for q in p) / 2, 0.0)
+    shortfall = max(0.2 - p[0], 0.0) + max(0.2 - p[1], 0.0)
+    assert entropy > 0.1 and shortfall > 0.1  # both hinges active
+    assert float(got["entropy_penalty"]) == pytest.approx(entropy, rel=1e-5)
+    assert float(got["channel_keep_penalty"]) == pytest.approx(shortfall, rel=1e-5)
+    assert "entropy_penalty" not in base and "channel_keep_penalty" not in base
+    # p is constant in time (smoothness 0) and below the threshold: L_aug = MMD + penalties.
+    torch.testing.assert_close(base["augmenter_loss"], base["mmd"])
+    torch.testing.assert_close(got["mmd"], base["mmd"])
+    expected = float(base["mmd"]) + 3.0 * entropy + 7.0 * shortfall
+    assert float(got["augmenter_loss"]) == pytest.approx(expected, rel=1e-5)
+    # The penalties raise the dropped channel's p and pull the kept one towards 1/2.
+    bias = on.augmenter.keep_head.bias
+    (with_penalties,) = torch.autograd.grad(got["augmenter_loss"], bias)
+    (without,) = torch.autograd.grad(base["augmenter_loss"], off.augmenter.keep_head.bias)
+    push = with_penalties - without
+    assert push[0] < 0 < push[1]
+    mean_entropy = sum(_entropy_bits(q) for q in p) / 2
+    assert float(got["keep_entropy"]) == pytest.approx(mean_entropy, rel=1e-5)
+    assert float(got["channel_keep_min"]) == pytest.approx(p[0], rel=1e-5)
+    assert float(got["undecided_fraction"]) == pytest.approx(0.5)  # p0 = 0.047 is decided
+
+
+def test_a_channel_minimum_above_the_keep_threshold_is_refused() -> None:
+    with pytest.raises(ConfigError, match="pretrain.method.min_channel_keep.*above keep_threshold"):
+        _method(min_channel_keep=0.5)
+    with pytest.raises(ConfigError, match="pretrain.method.entropy_floor"):
+        _method(entropy_floor=1.5)
+    with pytest.raises(ConfigError, match="pretrain.method.mmd_reference"):
+        _method(mmd_reference="average")
+    assert _method(min_channel_keep=0.5, keep_threshold=0.6).config.min_channel_keep == 0.5
+
+
+def test_each_augmenter_step_leaves_one_record() -> None:
+    method = _method(ratio_step=2, fixed_channels=[0])
+    optimizer = torch.optim.AdamW(optimizer_groups(method), lr=1e-3)
+    batch = Batch(x=_x())
+    assert method.training_record() is None
+    records = []
+    for step in range(4):
+        _step(method, optimizer, batch, step)
+        records.append(method.training_record())
+        assert method.training_record() is None  # handed out once
+    assert [r is None for r in records] == [False, True, False, True]
+    first = records[0]
+    assert first is not None and first["step"] == 0
+    assert records[2] is not None and records[2]["step"] == 2
+    assert set(first) == {"step", "keep", "entropy", "undecided", "channel_keep"}
+    assert first["channel_keep"][0] == 1.0 and 0.0 < first["channel_keep"][1] < 1.0
+
+
+def _fresh(encoder_name: str = "ts2vec", seed: int = 0, **config: object) -> AutoTCL:
+    torch.manual_seed(seed)
+    if encoder_name == "ts2vec":
+        encoder = build_encoder(
+            "ts2vec", spatial_dims=1, in_channels=2, hidden_dim=8, output_dim=12, depth=2
+        )
+    else:
+        pytest.importorskip("tsai", reason="the tsai backbones need the timeseries extra")
+        encoder = build_encoder(encoder_name, spatial_dims=1, in_channels=2, nf=4)
+    return AutoTCL(encoder, {**SMALL, "mmd_reference": "fresh", **config})
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("encoder_name", ["ts2vec", "resnet_plus"])  # resnet_plus: batch norm
+def test_the_fresh_reference_gets_no_gradient_and_no_update(encoder_name: str) -> None:
+    method = _fresh(encoder_name)
+    reference = method.reference_encoder
+    assert reference is not None and not reference.training
+    assert not any(p.requires_grad for p in reference.parameters())
+    grouped = {id(p) for g in optimizer_groups(method) for p in g["params"]}
+    assert not grouped & {id(p) for p in reference.parameters()}
+    before, encoder_before = _state(reference), _state(method.encoder)
+    optimizer = torch.optim.AdamW(optimizer_groups(method), lr=1e-2)
+    method.train()
+    assert not reference.training  # train() leaves it in eval mode (batch-norm statistics)
+    for step in range(3):
+        out = _step(method, optimizer, Batch(x=_x()), step)
+        assert torch.isfinite(out["loss"]) and "augmenter_loss" in out
+    assert all(p.grad is None for p in reference.parameters())
+    after = _state(reference)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    moved = _state(method.encoder)
+    assert any(not torch.equal(encoder_before[k], moved[k]) for k in moved)
+
+
+def test_the_fresh_reference_is_the_seeded_initialisation() -> None:
+    a, b, other = _fresh(seed=5), _fresh(seed=5), _fresh(seed=6)
+    ref_a = _state(a.reference_encoder)  # type: ignore[arg-type]
+    ref_b = _state(b.reference_encoder)  # type: ignore[arg-type]
+    assert all(torch.equal(ref_a[k], ref_b[k]) for k in ref_a)
+    ref_other = _state(other.reference_encoder)  # type: ignore[arg-type]
+    assert any(not torch.equal(ref_a[k], ref_other[k]) for k in ref_a)
+    # Built right after seeding, the encoder starts from those same weights (a run's first
+    # phase), and building the reference does not move the global random stream.
+    start = _state(a.encoder)
+    assert all(torch.equal(ref_a[k], start[k]) for k in ref_a)
+    current = _fresh(seed=5, mmd_reference="current")
+    draw_current = torch.rand(3)
+    fresh = _fresh(seed=5)
+    draw_fresh = torch.rand(3)
+    assert torch.equal(draw_current, draw_fresh)
+    aug_current, aug_fresh = _state(current.augmenter), _state(fresh.augmenter)
+    assert all(torch.equal(aug_current[k], aug_fresh[k]) for k in aug_current)
+
+
+def test_the_mmd_compares_in_the_fresh_reference_not_the_trained_encoder() -> None:
+    x = _x()
+    mmd = {}
+    for reference in ("current", "fresh"):
+        method = _fresh(mmd_reference=reference)
+        values = []
+        for _ in range(2):
+            torch.manual_seed(9)
+            values.append(method(Batch(x=x))["mmd"])
+            with torch.no_grad():  # the encoder learns something between the two passes
+                for p in method.encoder.parameters():
+                    p.add_(0.3 * torch.randn_like(p))
+        mmd[reference] = values
+    torch.testing.assert_close(mmd["fresh"][0], mmd["fresh"][1], rtol=0, atol=0)
+    assert not torch.allclose(mmd["current"][0], mmd["current"][1])
+    # Before the encoder moves, both compare in the same weights.
+    torch.testing.assert_close(mmd["fresh"][0], mmd["current"][0])
+
+
+def _fit(folder: Path, method: AutoTCL, max_steps: int, resume: Path | None = None) -> None:
+    loader = torch.utils.data.DataLoader([{"x": row} for row in _x(8)], batch_size=4)
+    module = PretrainModule(method, lr=1e-3, weight_decay=0.01, total_steps=4)
+    trainer = build_trainer(
+        TrainerConfig(progress_bar=False),
+        root_dir=folder,
+        label="test",
+        max_epochs=2,
+        max_steps=max_steps,
+        checkpoint_every_n_steps=2,
+        extra_callbacks=[TrainingRecords(folder / RECORDS_FILE)],
+    )
+    trainer.fit(module, loader, ckpt_path=resume)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize(("ratio_step", "augmenter_steps"), [(1, [0, 1, 2, 3]), (3, [0, 3])])
+def test_a_resumed_fit_keeps_the_fresh_reference_and_the_records(
+    tmp_path: Path, ratio_step: int, augmenter_steps: list[int]
+) -> None:
+    straight = _fresh(seed=1, ratio_step=ratio_step)
+    _fit(tmp_path / "straight", straight, max_steps=4)
+    first = _fresh(seed=1, ratio_step=ratio_step)
+    _fit(tmp_path / "run", first, max_steps=2)
+    checkpoint = last_checkpoint(tmp_path / "run")
+    assert checkpoint is not None
+    before = [s for s in augmenter_steps if s < 2]
+    assert [r["step"] for r in read_records(tmp_path / "run" / RECORDS_FILE)] == before
+    # Resumed by a process whose seed would draw another reference: the checkpoint's wins.
+    resumed = _fresh(seed=2, ratio_step=ratio_step)
+    drawn = _state(resumed.reference_encoder)  # type: ignore[arg-type]
+    _fit(tmp_path / "run", resumed, max_steps=4, resume=checkpoint)
+    kept = _state(first.reference_encoder)  # type: ignore[arg-type]
+    restored = _state(resumed.reference_encoder)  # type: ignore[arg-type]
+    assert any(not torch.equal(drawn[k], kept[k]) for k in kept)
+    assert all(torch.equal(restored[k], kept[k]) for k in kept)
+    # The records go on from the checkpoint's (and so does the augmenter's step count).
+    records = read_records(tmp_path / "run" / RECORDS_FILE)
+    expected = read_records(tmp_path / "straight" / RECORDS_FILE)
+    assert [r["step"] for r in records] == [r["step"] for r in expected] == augmenter_steps
+    for got, want in zip(records, expected, strict=True):
+        assert got["channel_keep"] == pytest.approx(want["channel_keep"], abs=1e-6)
+        assert got["keep"] == pytest.approx(want["keep"], abs=1e-6)
