@@ -15,7 +15,7 @@ from typing import Any
 # OpenMP threads that spin long while waiting for work (libgomp's default) turn a 2-core machine
 # shared with one other job into a crawl: a demo pretraining step took 2.6 s instead of 0.25 s.
 # A short spin keeps most of the idle-machine speed (200 demo fine-tuning steps x 3: 51 s against
-# 43-45 s spinning long, 68-79 s with OMP_WAIT_POLICY=PASSIVE) and most of passive waiting's
+# 43-45 s spinning long, 68-79 s with OMP_WAIT_POLICY=PASSIVE) and half of passive waiting's
 # speed beside a busy job (4.3 against 7.8 fine-tuning steps per second). It must be
 # set before torch loads its OpenMP runtime; OMP_WAIT_POLICY or GOMP_SPINCOUNT set by the user win.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
