@@ -55,7 +55,7 @@ def comparison(config: PipelineConfig) -> str:
     budgets = ", ".join(str(b) for b in ft.label_budgets)
     seeds = ft.repeats
     return (
-        f"demo: pretrain a {config.encoder.name} encoder on {dims} of every training phantom "
+        f"demo: pretrain a {config.encoder.name or 'default'} encoder on {dims} of every training phantom "
         f"without its labels: {phases}.\n"
         f"Then fine-tune a segmenter with {budgets} labelled phantoms, once from the pretrained "
         f"encoder and once from random init (scratch), {seeds} seed{'s' if seeds > 1 else ''} "
